@@ -1,0 +1,189 @@
+"""Write a FashionSynth dataset in the real layouts: DeepFashion/CFLD, captioned style folders, and label maps.
+
+    out/deepfashion/   {train,test}_highres/*.jpg, {train,test}.lst, fasion-resize-{pairs,annotation}-{train,test}.csv
+    out/style/         photo/ and illustration/ (same names, metadata.jsonl + .txt sidecars), train.lst, test.lst
+    out/labels/        parse/<stem>.png (0 background, 1 hair, 2 face, 3 skin, 4 top, 5 bottom, 6 dress, 7 shoes),
+                       garment_mask/<stem>.png (255 on every garment pixel: labels 4-6), attributes.jsonl
+    out/fashionsynth.json
+
+Every identity draws from its own generator seeded by (seed, identity number), so files do not depend on the order
+identities are rendered in or on the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from atelier import __version__
+from atelier.data.formats.deepfashion import flatten_name
+from atelier.data.synth.identity import VIEW_NUMBERS, caption, sample_identity
+from atelier.data.synth.poses import sample_pose
+from atelier.data.synth.render import render
+from atelier.errors import UserError
+from atelier.utils.io import prepare_out_dir, write_bytes, write_json, write_text
+from atelier.utils.progress import progress
+
+logger = logging.getLogger(__name__)
+
+FASHIONSYNTH_VERSION = 1
+OWNED = ("deepfashion", "style", "labels", "fashionsynth.json")
+SPLITS = ("train", "test")
+
+
+@dataclass
+class SynthSummary:
+    """What synthesize wrote: folders and counts per split."""
+
+    out: Path
+    deepfashion: Path
+    style: Path
+    labels: Path
+    identities: dict[str, int]
+    images: dict[str, int]
+    pairs: dict[str, int]
+    seconds: float
+
+
+def _encode(image: Image.Image, fmt: str) -> bytes:
+    """Encode a PIL image (JPEG quality 95, or PNG) to bytes."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    return buffer.getvalue()
+
+
+def _render_identity(job: tuple[int, int, int, tuple[int, int], str, str]) -> list[dict]:
+    """Render and write every pose of one identity; return one attribute record per image."""
+    number, seed, poses, size, split, out = job
+    out_dir = Path(out)
+    rng = np.random.default_rng([seed, number])
+    identity = sample_identity(rng, number)
+    text = caption(identity)
+    records = []
+    for index in range(1, poses + 1):
+        pose = sample_pose(rng, identity)
+        noise_seed = int(rng.integers(2**31))
+        rel = f"fashion/{identity.gender}/{identity.category}/id_{number:08d}/{index:02d}_{VIEW_NUMBERS[pose.view]}_{pose.view}.jpg"
+        name = flatten_name(rel)
+        stem = Path(name).stem
+        photo = render(identity, pose.keypoints, size, "photo", seed=noise_seed)
+        drawing = render(identity, pose.keypoints, size, "illustration", seed=noise_seed)
+        photo_bytes = _encode(photo.image, "JPEG")
+        write_bytes(out_dir / "deepfashion" / f"{split}_highres" / name, photo_bytes)
+        write_bytes(out_dir / "style" / "photo" / name, photo_bytes)
+        write_bytes(out_dir / "style" / "illustration" / name, _encode(drawing.image, "JPEG"))
+        for rendition in ("photo", "illustration"):
+            write_text(out_dir / "style" / rendition / f"{stem}.txt", text + "\n")
+        write_bytes(out_dir / "labels" / "parse" / f"{stem}.png", _encode(Image.fromarray(photo.parse), "PNG"))
+        mask = Image.fromarray(photo.garment_mask.astype(np.uint8) * 255)
+        write_bytes(out_dir / "labels" / "garment_mask" / f"{stem}.png", _encode(mask, "PNG"))
+        records.append({
+            "name": name, "identity": number, "split": split, "pose_index": index, "view": pose.view, "caption": text,
+            "keypoints_y": pose.keypoints[:, 0].tolist(), "keypoints_x": pose.keypoints[:, 1].tolist(),
+            **identity.attributes(),
+        })  # fmt: skip
+    return records
+
+
+def _check_arguments(identities: int, poses_per_identity: int, size: tuple[int, int], test_fraction: float) -> int:
+    """Validate the arguments (naming the CLI flag) and return the number of test identities."""
+    if identities < 2:
+        raise UserError(f"--identities must be at least 2 (one for train, one for test); got {identities}")
+    if not 2 <= poses_per_identity <= 99:
+        raise UserError(f"--poses-per-identity must be 2..99 (pairs join two poses; names hold 2 digits); got {poses_per_identity}")
+    if len(size) != 2 or min(size) < 32:
+        raise UserError(f"--size must be WxH with both sides at least 32 pixels, e.g. 176x256; got {size}")
+    if not 0.0 < test_fraction < 1.0:
+        raise UserError(f"--test-fraction must be between 0 and 1 (exclusive), e.g. 0.2; got {test_fraction}")
+    n_test = max(1, int(round(identities * test_fraction)))
+    if n_test >= identities:
+        raise UserError(f"--test-fraction {test_fraction} leaves no train identity out of {identities}; lower it")
+    return n_test
+
+
+def _write_split_files(out: Path, split: str, records: list[dict], poses: int) -> int:
+    """Write the split's lists, pairs and keypoint CSVs; return the number of pairs."""
+    names = [r["name"] for r in records]
+    pair_lines = [
+        f"{names[start + a]},{names[start + b]}"
+        for start in range(0, len(names), poses) for a in range(poses) for b in range(poses) if a != b
+    ]  # fmt: skip
+    annotation_lines = [f"{r['name']}:{json.dumps(r['keypoints_y'])}:{json.dumps(r['keypoints_x'])}" for r in records]
+    listing = "".join(f"{name}\n" for name in names)
+    write_text(out / "deepfashion" / f"{split}.lst", listing)
+    write_text(out / "style" / f"{split}.lst", listing)
+    write_text(out / "deepfashion" / f"fasion-resize-pairs-{split}.csv", "\n".join(["from,to", *pair_lines]) + "\n")
+    write_text(out / "deepfashion" / f"fasion-resize-annotation-{split}.csv", "\n".join(["name:keypoints_y:keypoints_x", *annotation_lines]) + "\n")
+    return len(pair_lines)
+
+
+def _render_all(jobs: list[tuple], workers: int) -> list[dict]:
+    """Render identities inline or in a pool of forked workers (results in job order either way), under one progress bar.
+
+    Fork, not spawn: spawn re-runs the caller's main module in every worker, which hangs scripts without a
+    `__main__` guard. Where fork does not exist (Windows) identities are rendered inline.
+    """
+    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        batches = [_render_identity(job) for job in progress(jobs, total=len(jobs), desc="FashionSynth identities")]
+        return [record for batch in batches for record in batch]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        batches = list(progress(pool.imap(_render_identity, jobs), total=len(jobs), desc="FashionSynth identities"))
+    return [record for batch in batches for record in batch]
+
+
+def synthesize(
+    out: Path,
+    identities: int = 40,
+    poses_per_identity: int = 4,
+    size: tuple[int, int] = (176, 256),
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    overwrite: bool = False,
+    workers: int | None = None,
+) -> SynthSummary:
+    """Write a FashionSynth dataset (DeepFashion layout, photo/illustration style folders, labels) under `out`."""
+    started = time.perf_counter()
+    size = (int(size[0]), int(size[1]))
+    n_test = _check_arguments(identities, poses_per_identity, size, test_fraction)
+    out = prepare_out_dir(out, overwrite, "--overwrite")
+    for owned in OWNED:  # a rerun must not leave images of an earlier, larger run behind
+        target = out / owned
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    test_ids = set((np.random.default_rng([seed, 0]).permutation(identities)[:n_test] + 1).tolist())
+    splits = {number: "test" if number in test_ids else "train" for number in range(1, identities + 1)}
+    workers = workers or (min(2, os.cpu_count() or 1) if identities >= 4 else 1)
+    jobs = [(number, seed, poses_per_identity, size, splits[number], str(out)) for number in range(1, identities + 1)]
+    records = _render_all(jobs, workers)
+    by_split = {split: [r for r in records if r["split"] == split] for split in SPLITS}
+    pairs = {split: _write_split_files(out, split, by_split[split], poses_per_identity) for split in SPLITS}
+    metadata = "".join(json.dumps({"file_name": r["name"], "text": r["caption"]}) + "\n" for r in records)
+    for rendition in ("photo", "illustration"):
+        write_text(out / "style" / rendition / "metadata.jsonl", metadata)
+    write_text(out / "labels" / "attributes.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    counts = {
+        "identities": {split: sum(1 for s in splits.values() if s == split) for split in SPLITS},
+        "images": {split: len(by_split[split]) for split in SPLITS},
+        "pairs": pairs,
+    }
+    write_json(out / "fashionsynth.json", {
+        "generator": "atelier FashionSynth", "version": FASHIONSYNTH_VERSION, "atelier_version": __version__,
+        "arguments": {"identities": identities, "poses_per_identity": poses_per_identity, "size": list(size),
+                      "seed": seed, "test_fraction": test_fraction},
+        "counts": counts,
+    })  # fmt: skip
+    seconds = time.perf_counter() - started
+    logger.info("FashionSynth: %d images in %.1f s under %s", len(records), seconds, out)
+    return SynthSummary(out, out / "deepfashion", out / "style", out / "labels", seconds=seconds, **counts)

@@ -1,0 +1,58 @@
+"""Image loading and resizing for training and sampling (PIL in, [-1, 1] tensors out)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from atelier.errors import UserError
+from atelier.utils.images import pil_to_tensor
+
+CropMode = Literal["resize", "center", "random"]
+
+
+def open_rgb(path: str | Path) -> Image.Image:
+    """Open an image as RGB, with a clear error naming the file when it is missing or unreadable."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise UserError(f"image {path} not found") from None
+    except (UnidentifiedImageError, OSError) as error:
+        raise UserError(f"image {path} could not be read ({error}); remove or replace the file") from None
+
+
+def resize_image(image: Image.Image, size_hw: tuple[int, int], crop: CropMode = "resize",
+                 generator: torch.Generator | None = None) -> Image.Image:
+    """Resize to (H, W): plain resize, or scale-to-cover then centre/random crop (keeps the aspect ratio)."""
+    height, width = size_hw
+    if crop == "resize":
+        return image.resize((width, height), Image.BICUBIC)
+    scale = max(width / image.width, height / image.height)
+    scaled = image.resize((max(width, round(image.width * scale)), max(height, round(image.height * scale))), Image.BICUBIC)
+    spare_x, spare_y = scaled.width - width, scaled.height - height
+    if crop == "random":
+        left = int(torch.randint(0, spare_x + 1, (1,), generator=generator))
+        top = int(torch.randint(0, spare_y + 1, (1,), generator=generator))
+    else:
+        left, top = spare_x // 2, spare_y // 2
+    return scaled.crop((left, top, left + width, top + height))
+
+
+def load_image_tensor(path: str | Path, size_hw: tuple[int, int], crop: CropMode = "resize") -> torch.Tensor:
+    """An image file as a (3, H, W) tensor in [-1, 1]."""
+    return pil_to_tensor(resize_image(open_rgb(path), size_hw, crop))
+
+
+def parse_size(text: str, flag: str) -> tuple[int, int]:
+    """'WxH' -> (W, H), with an error naming the flag."""
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+        if width <= 0 or height <= 0:
+            raise ValueError
+    except ValueError:
+        raise UserError(f"{flag} {text!r}: expected WIDTHxHEIGHT with positive integers, e.g. 176x256") from None
+    return width, height

@@ -1,0 +1,33 @@
+"""Shared test fixtures: quiet progress bars, offline hub, a tiny seeded model built once per session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("ATELIER_NO_PROGRESS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny SD-1.x model saved as a diffusers directory (random weights, seed 0)."""
+    from atelier.models.base import build_tiny_components
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    build_tiny_components(seed=0).save(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory):
+    """A small FashionSynth dataset (6 identities x 3 poses, 88x128), shared read-only by tests."""
+    from atelier.data.synth import synthesize
+
+    folder = tmp_path_factory.mktemp("synth") / "fs"
+    synthesize(folder, identities=6, poses_per_identity=3, size=(88, 128), seed=0)
+    return folder
