@@ -1,0 +1,221 @@
+"""Stable Diffusion 1.x components (unet, vae, text encoder, tokenizer, scheduler): load, build tiny, save.
+
+Sources: a diffusers-format directory, a single `.safetensors` checkpoint (diffusers' single-file loading), a hub id
+when online, or `tiny` (a ~1M-parameter configuration built here with an offline tokenizer, used by tests and the demo).
+A tiny model saved with `SDComponents.save` is an ordinary diffusers directory and reloads through the same loader.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from atelier.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+SUBFOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+# The SD 1.x noise schedule; the tiny model uses the same one so everything downstream is exercised as at full size.
+SD_SCHEDULER_CONFIG: dict[str, Any] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon",
+    "clip_sample": False,
+    "steps_offset": 1,
+}
+
+
+@dataclass
+class SDComponents:
+    """The five parts of a Stable Diffusion 1.x model."""
+
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler: Any
+
+    @property
+    def latent_scale(self) -> int:
+        """Pixels per latent cell (8 for SD 1.5, 4 for tiny)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "SDComponents":
+        for module in (self.unet, self.vae, self.text_encoder):
+            module.to(device=device, dtype=dtype) if dtype is not None else module.to(device)
+        return self
+
+    def save(self, folder: str | Path) -> Path:
+        """Write a diffusers-format directory (model_index.json + one subfolder per component)."""
+        from atelier.utils.io import write_json
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.unet.save_pretrained(folder / "unet")
+        self.vae.save_pretrained(folder / "vae")
+        self.text_encoder.save_pretrained(folder / "text_encoder")
+        self.tokenizer.save_pretrained(folder / "tokenizer")
+        self.scheduler.save_pretrained(folder / "scheduler")
+        write_json(
+            folder / "model_index.json",
+            {
+                "_class_name": "StableDiffusionPipeline",
+                "unet": ["diffusers", "UNet2DConditionModel"],
+                "vae": ["diffusers", "AutoencoderKL"],
+                "text_encoder": ["transformers", "CLIPTextModel"],
+                "tokenizer": ["transformers", "CLIPTokenizer"],
+                "scheduler": ["diffusers", type(self.scheduler).__name__],
+                "safety_checker": [None, None],
+                "feature_extractor": [None, None],
+                "requires_safety_checker": False,
+            },
+        )
+        return folder
+
+
+def build_tiny_components(seed: int = 0, cross_attention_dim: int = 64) -> SDComponents:
+    """A tiny SD-1.x-shaped model (UNet ~1M params, VAE factor 4, 2-layer CLIP text model) with random weights."""
+    import tempfile
+
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from atelier.models.tokenizer import vocab_size, write_tokenizer_files
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 32, 64),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=8,
+        norm_num_groups=16,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(16, 32, 32),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=64,
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer = CLIPTokenizer.from_pretrained(write_tokenizer_files(folder))
+    text_config = CLIPTextConfig(
+        vocab_size=vocab_size(),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        hidden_size=cross_attention_dim,
+        intermediate_size=2 * cross_attention_dim,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=cross_attention_dim,
+    )
+    text_encoder = CLIPTextModel(text_config)
+    scheduler = DDPMScheduler(**SD_SCHEDULER_CONFIG)
+    return SDComponents(unet, vae, text_encoder, tokenizer, scheduler)
+
+
+def _offline() -> bool:
+    """True when the hub is switched off by the environment or unreachable (a 3 s probe, instead of minutes of retries)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "") or os.environ.get("TRANSFORMERS_OFFLINE", "0") not in ("0", ""):
+        return True
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+        return False
+    except OSError:
+        return True
+
+
+def _load_directory(folder: Path, revision: str | None = None, **kwargs: Any) -> SDComponents:
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    src = str(folder)
+    return SDComponents(
+        unet=UNet2DConditionModel.from_pretrained(src, subfolder="unet", revision=revision, **kwargs),
+        vae=AutoencoderKL.from_pretrained(src, subfolder="vae", revision=revision, **kwargs),
+        text_encoder=CLIPTextModel.from_pretrained(src, subfolder="text_encoder", revision=revision, **kwargs),
+        tokenizer=CLIPTokenizer.from_pretrained(src, subfolder="tokenizer", revision=revision, **kwargs),
+        scheduler=DDPMScheduler.from_pretrained(src, subfolder="scheduler", revision=revision, **kwargs),
+    )
+
+
+def _load_single_file(path: Path) -> SDComponents:
+    from diffusers import DDPMScheduler, StableDiffusionPipeline
+
+    if path.suffix != ".safetensors":
+        raise UserError(
+            f"model file {path}: only .safetensors single-file checkpoints are loaded (pickled .ckpt files can run code); "
+            "convert it to .safetensors or pass a diffusers directory"
+        )
+    try:
+        pipe = StableDiffusionPipeline.from_single_file(str(path), safety_checker=None, local_files_only=_offline())
+    except (OSError, ValueError) as error:
+        raise UserError(
+            f"model file {path} could not be loaded as a Stable Diffusion 1.x checkpoint ({str(error).splitlines()[0]}). "
+            "Single-file loading needs the model's configs (online once, or HF_HUB cache); "
+            "a diffusers directory (--model DIR) always works offline"
+        ) from None
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    return SDComponents(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, scheduler)
+
+
+def load_components(source: str | os.PathLike, revision: str | None = None) -> SDComponents:
+    """Load SD 1.x components from `tiny`, a diffusers directory, a .safetensors file, or a hub id (online)."""
+    text = str(source)
+    if text == "tiny":
+        return build_tiny_components()
+    path = Path(text).expanduser()
+    if path.is_dir():
+        missing = [name for name in SUBFOLDERS if not (path / name).is_dir()]
+        if missing:
+            raise UserError(
+                f"model directory {path} lacks the subfolder(s) {', '.join(missing)}; expected a diffusers Stable Diffusion folder "
+                f"with {', '.join(SUBFOLDERS)} subfolders (e.g. a local copy of stable-diffusion-v1-5)"
+            )
+        return _load_directory(path, revision)
+    if path.is_file():
+        return _load_single_file(path)
+    if path.suffix in (".safetensors", ".ckpt") or text.startswith((".", "/", "~")) or text.count("/") != 1:
+        raise UserError(f"model {text} not found: expected a diffusers directory, a .safetensors file, `tiny`, or a hub id like owner/name")
+    return _load_hub(text, revision)
+
+
+def _load_hub(repo_id: str, revision: str | None) -> SDComponents:
+    try:
+        return _load_directory(Path(repo_id), revision, local_files_only=_offline())
+    except (OSError, ValueError) as error:
+        raise UserError(
+            f"model '{repo_id}' is not a local folder and could not be fetched from the hub "
+            f"({str(error).splitlines()[0][:160]}). Offline, download it elsewhere (e.g. `huggingface-cli download {repo_id}`) "
+            "and pass the local directory: --model /path/to/stable-diffusion-v1-5"
+        ) from None
+
+
+def freeze(*modules: torch.nn.Module) -> None:
+    """Turn off gradients and put modules in eval mode (frozen parts of a fine-tune)."""
+    for module in modules:
+        module.requires_grad_(False)
+        module.eval()

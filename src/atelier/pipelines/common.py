@@ -1,0 +1,78 @@
+"""What every sampling pipeline shares: scheduler choice, SDEdit timesteps, the one denoising loop, decoding.
+
+Pipelines build a `predict_noise(latents, t)` closure (guidance, adapters, LoRA scales live there) and hand it to
+`denoise`; the scheduler owns all noise math (house style 1), so no pipeline re-derives it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+import torch
+
+from atelier.errors import UserError
+from atelier.utils.progress import progress
+
+SchedulerName = Literal["ddpm", "ddim", "euler", "dpm"]
+
+
+def make_scheduler(name: SchedulerName, config) -> object:
+    """A diffusers scheduler of the named kind, built from the model's scheduler config."""
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+
+    classes = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "euler": EulerDiscreteScheduler, "dpm": DPMSolverMultistepScheduler}
+    if name not in classes:
+        raise UserError(f"--scheduler {name!r}: expected one of {', '.join(classes)}")
+    return classes[name].from_config(config)
+
+
+def img2img_timesteps(scheduler, steps: int, strength: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """SDEdit: the last `strength` fraction of the schedule's timesteps (diffusers' get_timesteps rule)."""
+    if not 0.0 <= strength <= 1.0:
+        raise UserError(f"--strength {strength}: expected a value in [0, 1] (0 keeps the input, 1 ignores it)")
+    scheduler.set_timesteps(steps, device=device)
+    keep = min(int(steps * strength), steps)
+    start = (steps - keep) * scheduler.order
+    return scheduler.timesteps[start:]
+
+
+def denoise(predict_noise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], scheduler, latents: torch.Tensor,
+            timesteps: torch.Tensor, generator: torch.Generator | None = None, show_progress: bool = True) -> torch.Tensor:
+    """The one denoising loop: for each timestep, predict the model output and let the scheduler step."""
+    for t in progress(timesteps, desc="denoise", enabled=show_progress):
+        model_input = scheduler.scale_model_input(latents, t)
+        noise_prediction = predict_noise(model_input, t)
+        latents = scheduler.step(noise_prediction, t, latents, generator=generator).prev_sample
+    return latents
+
+
+def classifier_free_guidance(unet, cond: torch.Tensor, uncond: torch.Tensor, guidance_scale: float,
+                             image_embeds: tuple[torch.Tensor, torch.Tensor] | None = None,
+                             **unet_kwargs) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """eps = eps_uncond + s (eps_cond - eps_uncond) (Ho & Salimans 2022); one batched UNet call when s != 1.
+
+    `image_embeds` = (cond, uncond) image-adapter embeddings (IP-Adapter, Ye et al. 2023), batched like the text.
+    """
+    single, doubled = {}, {}  # the UNet's image inputs for the cond-only and the [uncond; cond] call
+    if image_embeds is not None:
+        image_cond, image_uncond = image_embeds
+        single = {"added_cond_kwargs": {"image_embeds": [image_cond]}}
+        doubled = {"added_cond_kwargs": {"image_embeds": [torch.cat([image_uncond, image_cond])]}}
+
+    def predict(latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if guidance_scale == 1.0:
+            return unet(latents, t, cond, **single, **unet_kwargs).sample
+        both = unet(torch.cat([latents, latents]), t, torch.cat([uncond, cond]), **doubled, **unet_kwargs).sample
+        eps_uncond, eps_cond = both.chunk(2)
+        return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
+    return predict
+
+
+@torch.no_grad()
+def decode_latents(vae, latents: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """Latents -> images in [-1, 1] (scaling factor undone)."""
+    param = next(vae.parameters())
+    images = [vae.decode(chunk.to(param.device, param.dtype) / vae.config.scaling_factor).sample
+              for chunk in latents.split(batch_size)]
+    return torch.cat(images).float().clamp(-1, 1)

@@ -1,0 +1,110 @@
+"""Task `autoencoder`: train a (tiny) VAE on an image folder, so the embedded default has a working latent space.
+
+Loss: L1 reconstruction + a small KL term (beta); afterwards the scaling factor is set to 1 / std of the latents, as
+Stable Diffusion's 0.18215 was chosen, so the UNet sees unit-variance latents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from atelier.config import ModelConfig, TrainConfig
+from atelier.data.transforms import CropMode, load_image_tensor
+from atelier.errors import UserError
+from atelier.models.base import SDComponents, load_components
+from atelier.utils.progress import progress
+
+
+@dataclass
+class ImageFolderConfig:
+    roots: list[str] = field(default_factory=list)  # one or more image folders (searched recursively)
+    resolution: tuple[int, int] = (64, 48)  # (height, width)
+    crop: CropMode = "resize"
+    max_images: int | None = None
+
+
+@dataclass
+class AutoencoderLossConfig:
+    kl_weight: float = 1e-6
+
+
+@dataclass
+class AutoencoderConfig:
+    task: Literal["autoencoder"] = "autoencoder"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: ImageFolderConfig = field(default_factory=ImageFolderConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
+
+
+def list_images(roots: list[str]) -> list[Path]:
+    """All image files under the given folders (the captioned reader's rule), with a clear error when there are none."""
+    from atelier.data.formats import captioned
+
+    files = [path for root in roots for path in captioned.list_images(Path(root))]
+    if not files:
+        raise UserError(f"data.roots {roots}: no images found (expected .jpg/.png files)")
+    return files
+
+
+class AutoencoderTask:
+    """Reconstruction training of the VAE; the UNet and text encoder are untouched."""
+
+    def __init__(self, cfg: AutoencoderConfig, components: SDComponents | None = None, device: str | torch.device | None = None):
+        self.cfg = cfg
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.components = components or load_components(cfg.model.base, cfg.model.revision)
+        self.vae = self.components.vae.to(self.device).train().requires_grad_(True)
+        files = list_images(cfg.data.roots)[: cfg.data.max_images]
+        self.images = torch.stack([load_image_tensor(f, cfg.data.resolution, cfg.data.crop) for f in progress(files, desc="load images")])
+
+    def num_examples(self) -> int:
+        return len(self.images)
+
+    def collate(self, indices: list[int]) -> torch.Tensor:
+        return self.images[indices].to(self.device)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.vae.parameters())
+
+    def training_loss(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        posterior = self.vae.encode(batch).latent_dist
+        noise = torch.randn(posterior.mean.shape, generator=generator, device=batch.device)
+        latents = posterior.mean + posterior.std * noise
+        reconstruction = self.vae.decode(latents).sample
+        return F.l1_loss(reconstruction, batch) + self.cfg.loss.kl_weight * posterior.kl().mean()
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(self.vae.named_parameters())
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.vae.load_state_dict(state, strict=False)
+
+    @torch.no_grad()
+    def calibrate_scaling_factor(self) -> float:
+        """Set vae.config.scaling_factor to 1 / std of the latent means over the training images."""
+        self.vae.eval()
+        means = torch.cat([self.vae.encode(chunk.to(self.device)).latent_dist.mean for chunk in self.images.split(32)])
+        factor = float(1.0 / means.std())
+        self.vae.register_to_config(scaling_factor=factor)
+        return factor
+
+    def save_outputs(self, folder: Path) -> None:
+        self.calibrate_scaling_factor()
+        self.components.save(folder)
+
+    def sample(self, folder: Path, step: int) -> None:
+        """Reconstructions of the first images (top: input, bottom: reconstruction)."""
+        from atelier.utils.images import make_grid, tensor_to_pil
+        from atelier.utils.io import save_image
+
+        with torch.no_grad():
+            batch = self.images[:8].to(self.device)
+            reconstruction = self.vae.decode(self.vae.encode(batch).latent_dist.mean).sample
+        rows = [[tensor_to_pil(x) for x in batch], [tensor_to_pil(x) for x in reconstruction]]
+        save_image(make_grid(rows), folder / f"step-{step:07d}.png")
