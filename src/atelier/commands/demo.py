@@ -1,0 +1,33 @@
+"""`atelier demo`: the main job on the embedded default; writes runs/demo/report.html."""
+
+from __future__ import annotations
+
+import argparse
+
+EPILOG = """examples:
+  atelier demo                      # every stage; reuses cached data and base model on a second run
+  atelier demo --task base          # one stage alone
+  atelier demo --out /tmp/demo --fast
+stages: base (tiny text-to-image model; later issues add theirs). The report puts each task's numbers beside a
+trivial baseline and marks each claim PASS or FAIL."""
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("demo", help="run the embedded-default demo and write an HTML report",
+                                   epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", action="append", metavar="NAME", help="run only this stage (repeatable); default: all")
+    parser.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    parser.add_argument("--fast", action="store_true", help="few steps: checks the wiring in seconds; numbers not meaningful")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from atelier.demo import run_demo, task_names
+    from atelier.errors import UserError
+
+    unknown = [t for t in args.task or [] if t not in task_names()]
+    if unknown:
+        raise UserError(f"--task {unknown[0]!r}: expected one of {', '.join(task_names())}")
+    report = run_demo(args.out, args.task, fast=args.fast)
+    print(f"report: {report}")
+    return 0

@@ -1,0 +1,46 @@
+"""`atelier demo`: the main job on the embedded default (FashionSynth + tiny models), one stage per task."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from pathlib import Path
+from typing import Callable
+
+from atelier.demo.context import DemoContext
+from atelier.demo.report import Section, write_report
+
+logger = logging.getLogger(__name__)
+
+
+def _stages() -> dict[str, Callable[[DemoContext], Section]]:
+    from atelier.demo.base import run_base
+
+    return {"base": run_base}
+
+
+def task_names() -> list[str]:
+    return list(_stages())
+
+
+def run_demo(out: str | Path = "runs/demo", tasks: list[str] | None = None, fast: bool = False) -> Path:
+    """Run the chosen demo stages (all by default) and write OUT/report.html; return its path."""
+    import torch
+
+    stages = _stages()
+    ctx = DemoContext(out=Path(out), fast=fast)
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    sections = []
+    for name in tasks or list(stages):
+        logger.info("demo: stage %s", name)
+        before = dict(ctx.timings)
+        stage_start = time.time()
+        section = stages[name](ctx)
+        section.timings = {k: v for k, v in ctx.timings.items() if before.get(k) != v}
+        section.timings["stage total"] = time.time() - stage_start
+        sections.append(section)
+    header = (f"Ran {', '.join(s.task for s in sections)} in {time.time() - started:.0f} s on {platform.machine()} "
+              f"({torch.get_num_threads()} threads, torch {torch.__version__}){' [--fast: wiring check, numbers not meaningful]' if fast else ''}.")
+    return write_report(sections, ctx.out, header)
