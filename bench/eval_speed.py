@@ -1,0 +1,157 @@
+"""Throughput of the paired metrics (SSIM win 51 + PSNR) against the reference approach of CFLD's test script.
+
+Reference: for every batch, CFLD's `build_metric` loops over images calling scikit-image's
+`structural_similarity(data_range=1, win_size=51, channel_axis=0)` and `peak_signal_noise_ratio(data_range=1)` on
+float32 CHW arrays. Ours: `atelier.metrics.ssim.SSIMEngine` (exact integer window sums, reused buffers) over the same
+batches in the loader thread pool, as `atelier evaluate` runs it. Both get the same image pairs (random smooth
+images with noise, 256x176 by default, made per batch outside the timed region); the max abs difference of the
+two sets of numbers is printed, and ours is also checked against scikit-image in float64.
+
+    python bench/eval_speed.py [--pairs 2000] [--size 256x176] [--workers N]
+
+Writes bench/results/eval_speed.json (machine, versions, date, times, ratio).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+BATCH = 32  # CFLD's TEST.MICRO_BATCH_SIZE scale
+
+
+def make_batch(index: int, count: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """`count` (generated, ground truth) uint8 pairs: smooth random patterns plus noise, seeded by batch index."""
+    rng = np.random.default_rng(index)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    fx = rng.uniform(3, 14, (count, 3, 1, 1)).astype(np.float32)
+    fy = rng.uniform(5, 20, (count, 3, 1, 1)).astype(np.float32)
+    truth = 128 + 90 * np.sin(x / fx) * np.cos(y / fy) + rng.normal(0, 8, (count, 3, height, width))
+    generated = truth + rng.normal(0, 20, truth.shape)
+    return np.clip(generated, 0, 255).astype(np.uint8), np.clip(truth, 0, 255).astype(np.uint8)
+
+
+def reference_batch(generated: np.ndarray, truth: np.ndarray) -> tuple[list, list]:
+    """CFLD's loop: per image scikit-image SSIM (win 51) and PSNR on float32 [0,1] CHW arrays."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    gts, preds = truth.astype(np.float32) / 255.0, generated.astype(np.float32) / 255.0
+    ssim, psnr = [], []
+    for gt, pred in zip(gts, preds):
+        psnr.append(peak_signal_noise_ratio(gt, pred, data_range=1))
+        ssim.append(structural_similarity(gt, pred, data_range=1, win_size=51, channel_axis=0))
+    return ssim, psnr
+
+
+class Ours:
+    """The evaluation's pair metrics: one SSIMEngine per thread, images spread over a thread pool."""
+
+    def __init__(self, shape: tuple[int, int, int], workers: int) -> None:
+        from atelier.metrics.protocols import UNIFORM_51
+        from atelier.metrics.ssim import SSIMEngine
+
+        self.local = threading.local()
+        self.make = lambda: SSIMEngine(shape, [UNIFORM_51], integer=True)
+        self.pool = ThreadPoolExecutor(workers) if workers > 1 else None
+
+    def _one(self, pair):
+        engine = getattr(self.local, "engine", None)
+        if engine is None:
+            engine = self.local.engine = self.make()
+        scores, psnr = engine(*pair)
+        return scores[0], psnr
+
+    def batch(self, generated: np.ndarray, truth: np.ndarray) -> tuple[list, list]:
+        pairs = list(zip(generated, truth))
+        results = list(self.pool.map(self._one, pairs)) if self.pool else [self._one(p) for p in pairs]
+        return [r[0] for r in results], [r[1] for r in results]
+
+
+def run(pairs: int, size: tuple[int, int], workers: int) -> dict:
+    """Time both approaches over the same batches; return the numbers for the table and the JSON."""
+    from skimage.metrics import structural_similarity
+
+    ours = Ours((3, *size), workers)
+    ours.batch(*make_batch(10_000, 2, *size))  # warm-up: buffers, thread start
+    times = {"reference": 0.0, "ours": 0.0}
+    cpu = {"reference": 0.0, "ours": 0.0}
+    values = {"reference": ([], []), "ours": ([], [])}
+    exactness = 0.0
+    for index, start in enumerate(range(0, pairs, BATCH)):
+        generated, truth = make_batch(index, min(BATCH, pairs - start), *size)
+        for name, fn in (("reference", reference_batch), ("ours", ours.batch)):
+            wall, proc = time.perf_counter(), time.process_time()
+            ssim, psnr = fn(generated, truth)
+            times[name] += time.perf_counter() - wall
+            cpu[name] += time.process_time() - proc
+            values[name][0].extend(ssim)
+            values[name][1].extend(psnr)
+        if index == 0:  # ours against scikit-image in float64 (the reference above runs in float32)
+            exact = [structural_similarity(t / 255.0, g / 255.0, data_range=1, win_size=51, channel_axis=0)
+                     for g, t in zip(generated[:4], truth[:4])]
+            exactness = float(np.abs(np.array(values["ours"][0][:4]) - exact).max())
+    ssim_diff = float(np.abs(np.array(values["ours"][0]) - np.array(values["reference"][0])).max())
+    psnr_diff = float(np.abs(np.array(values["ours"][1]) - np.array(values["reference"][1])).max())
+    return {"pairs": pairs, "size": f"{size[0]}x{size[1]}", "workers": workers,
+            "seconds": {k: round(v, 3) for k, v in times.items()},
+            "cpu_seconds": {k: round(v, 3) for k, v in cpu.items()},
+            "speedup": round(times["reference"] / times["ours"], 2),
+            "cpu_speedup": round(cpu["reference"] / cpu["ours"], 2),
+            "max_abs_diff": {"ssim_vs_reference_float32": ssim_diff, "psnr_vs_reference_float32": psnr_diff,
+                             "ssim_vs_skimage_float64": exactness},
+            "mean": {"ssim": float(np.mean(values["ours"][0])), "psnr": float(np.mean(values["ours"][1]))}}
+
+
+def machine() -> dict:
+    """Where the numbers were measured."""
+    import scipy
+    import skimage
+    import torch
+
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                 platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "platform": platform.platform(),
+            "cpu": model, "cpu_count": os.cpu_count(), "load_average_1min": load, "python": platform.python_version(),
+            "numpy": np.__version__, "scipy": scipy.__version__, "scikit_image": skimage.__version__,
+            "torch": torch.__version__}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pairs", type=int, default=2000, help="image pairs to score (default 2000)")
+    parser.add_argument("--size", default="256x176", help="HxW (default 256x176)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="threads for ours (default: CPU count)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "eval_speed.json")
+    args = parser.parse_args(argv)
+    from atelier.metrics.images import parse_size
+    from atelier.utils.io import write_json
+
+    result = run(args.pairs, parse_size(args.size), args.workers)
+    result["machine"] = machine()
+    seconds, cpu = result["seconds"], result["cpu_seconds"]
+    print(f"SSIM (win 51) + PSNR on {args.pairs} pairs at {args.size}, {args.workers} worker thread(s)\n")
+    print("| approach | wall s | pairs/s | CPU s |\n|---|---|---|---|")
+    for name, label in (("reference", "scikit-image per image (CFLD loop)"), ("ours", "atelier SSIMEngine")):
+        print(f"| {label} | {seconds[name]:.2f} | {args.pairs / seconds[name]:.0f} | {cpu[name]:.2f} |")
+    print(f"\nspeed-up: {result['speedup']}x wall clock, {result['cpu_speedup']}x CPU time")
+    diffs = result["max_abs_diff"]
+    print(f"max abs difference vs the reference (float32): SSIM {diffs['ssim_vs_reference_float32']:.2e}, "
+          f"PSNR {diffs['psnr_vs_reference_float32']:.2e} dB; ours vs scikit-image float64: "
+          f"{diffs['ssim_vs_skimage_float64']:.2e}")
+    write_json(args.out, result)
+    print(f"written {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

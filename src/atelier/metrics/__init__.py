@@ -1,0 +1,9 @@
+"""Evaluation metrics that reproduce published protocols (CFLD/MCLD, PIDM, standard, VITON-HD/LaDI-VTON).
+
+Modules: `ssim` (SSIM/PSNR equal to scikit-image), `lpips` (LPIPS v0.1), `fid` (FID/KID, streamed statistics and
+their cache), `nets/` (plain-torch AlexNet, VGG16, Inception-v3 loading the published weight files), `images`
+(loading and the protocols' resize recipes), `matching` (generated <-> ground-truth file names), `protocols` (the
+named protocols and their exact settings), `evaluate` (the `atelier evaluate` run), `report` (markdown / JSON),
+`retrieval` (Recall@K, FashionIQ, FashionGen) and `captions` (BLEU, ROUGE-L, CIDEr-D).
+Heavy imports stay inside these modules: importing `atelier.metrics` itself is free.
+"""

@@ -1,0 +1,204 @@
+"""The named evaluation protocols of `atelier evaluate`: each paper's exact preprocessing and metric settings.
+
+`cfld` - pose-guided synthesis as CFLD (CVPR 2024, github.com/YanzuoLu/CFLD `models/metrics.py`,
+`pose_transfer_test.py`) computes it; MCLD (CVPR 2025) reuses that code.
+  - test size 256x176 (or 512x352); ground truth: the target image, PIL bicubic (torchvision `Resize` on PIL) to it;
+  - generated image: torch bicubic+antialias resize to the test size when needed, x255, clamp, cast to uint8
+    (truncation), back to [0,1]; images stored at the test size are used as they are;
+  - `ssim`: scikit-image `structural_similarity(data_range=1, win_size=51, channel_axis=0)` (uniform 51x51
+    window, sample covariance) on [0,1]; `ssim_256`: Gaussian sigma 1.5, population covariance, on [0,255] values,
+    data_range = max - min of the generated image; `psnr`: data_range 1, mean over images;
+  - `lpips`: LPIPS v0.1 AlexNet, [0,1] inputs mapped to [-1,1];
+  - `fid`: torchvision Inception-v3 (`inception_v3_google-0cc3c7bd.pth`), pooled 2048-d features after Mixed_7c,
+    bilinear resize to 299, then torchvision's ImageNet `transform_input` applied to [0,1] input (the quirk);
+    real set = ALL training images (`--real train_highres/`), PIL bicubic to the test size; Fréchet distance as
+    pytorch-fid (1e-6 diagonal offset if the product is singular);
+  - `fid_pytorch_fid`: the standard FID (pytorch-fid Inception, 2x-1 input) on the same images, for reference only.
+
+`pidm` - PIDM (CVPR 2023, github.com/ankanbhunia/PIDM `utils/metrics.py`, `data/prepare_data.py`).
+  - every image (generated, ground truth, real) is brought to a side x side square by PIL bicubic (PIDM stores
+    256x256 PNGs) unless it already has the test size or the square size, then resized to the test size (176x256)
+    with OpenCV-style bilinear on floats (emulated with torch bilinear, align_corners=False: the same sampling grid
+    as cv2.INTER_LINEAR; see `atelier.metrics.images`); values stay float in [0,1];
+  - `ssim`: old `compare_ssim(win_size=51, multichannel=True, data_range=1)` - uniform 51 window, sample covariance,
+    computed in float64 as that old version did; `ssim_256`: PIDM's script variant, Gaussian sigma 1.2 on [0,255];
+  - `psnr`, `lpips` (AlexNet v0.1), `fid` (torchvision Inception with the transform_input quirk, as CFLD) against
+    the real set (`--real`: training images), `fid_pytorch_fid` for reference.
+  - Not reproduced: PIDM's FID script drops the last partial batch of 64 images; we use every image.
+
+`standard` - what generic image-synthesis papers report.
+  - images resized with PIL bicubic to the test size (only when needed);
+  - `ssim`: Gaussian window sigma 1.5 (11 taps), population covariance, data_range 1 (Wang et al. 2004);
+  - `psnr`; `lpips` (AlexNet) and `lpips_vgg` (VGG16), v0.1;
+  - `fid` and `kid_x1000` with the pytorch-fid Inception (`pt_inception-2015-12-05-6726825d.pth`, FIDInceptionA/C/E
+    blocks), bilinear resize to 299 and 2x-1 (pytorch-fid); KID as clean-fid/torch-fidelity (100 subsets of
+    min(n, 1000), polynomial kernel degree 3), reported x1000; real set = `--real`, else the ground-truth folder.
+
+`vitonhd` - virtual try-on, LaDI-VTON convention (ACM MM 2023, github.com/miccunifi/ladi-vton `src/utils/val_metrics.py`).
+  - `--setting paired`: generated images named like their `test/image` person; `ssim` (torchmetrics SSIM,
+    data_range 1: Gaussian sigma 1.5, population covariance - identical to scikit-image's) and `lpips` (AlexNet)
+    on both images resized to 512x384 with PIL bilinear (torchvision `Resize` on PIL);
+  - both settings: `fid` and `kid_x1000` as clean-fid mode "clean": each image at its stored size, per-channel
+    float PIL bicubic to 299x299, (x - 128) / 128, the pytorch-fid port of the TF FID Inception; real set =
+    `--ground-truth` (`test/image`). KID is reported x1000 (papers differ between x100 and x1000: check).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import numpy as np
+from PIL import Image
+
+from atelier.errors import UserError
+from atelier.metrics.fid import InputMode, NetworkName
+from atelier.metrics.images import cfld_generated, pidm_image, pil_resize
+from atelier.metrics.ssim import SSIMSettings
+
+Prepare = Callable[[Image.Image, tuple[int, int]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One Inception-feature metric: which network, which input convention, which image view, KID or not."""
+
+    key: str
+    network: NetworkName
+    mode: InputMode
+    label: str
+    kid: bool = False
+
+    @property
+    def view(self) -> Literal["test_size", "clean299"]:
+        """The image form the network is fed: the protocol's test-size image, or clean-fid's 299x299 resize."""
+        return "clean299" if self.mode == "clean" else "test_size"
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A named protocol: how each image set is prepared and which metrics, with which settings, are reported."""
+
+    name: str
+    title: str
+    source: str
+    default_size: tuple[int, int]
+    generated: Prepare
+    ground_truth: Prepare
+    real: Prepare
+    ssim: dict[str, SSIMSettings]
+    psnr: bool
+    lpips: dict[str, str]  # report key -> backbone ("alex" / "vgg")
+    features: tuple[FeatureSpec, ...]
+    real_default: Literal["required", "ground_truth"]
+    settings: tuple[str, ...] = ("paired",)
+
+    def metric_keys(self, setting: str) -> list[str]:
+        """Report keys in display order for a setting ('paired' or 'unpaired')."""
+        keys = [] if setting == "unpaired" else list(self.ssim) + (["psnr"] if self.psnr else []) + list(self.lpips)
+        for spec in self.features:
+            keys += [spec.key] + (["kid_x1000"] if spec.kid else [])
+        return keys
+
+
+def _bicubic(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    return pil_resize(image, size, "bicubic")
+
+
+def _bilinear(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    return pil_resize(image, size, "bilinear")
+
+
+UNIFORM_51 = SSIMSettings(window="uniform", win_size=51, sample_covariance=True)
+GAUSSIAN_15 = SSIMSettings(window="gaussian", sigma=1.5, sample_covariance=False)
+_FID_STANDARD_LABEL = "FID, pytorch-fid Inception (standard; not the number the paper reports)"
+_CFLD_FID_LABEL = "FID, torchvision Inception-v3 with the transform_input quirk (as the paper)"
+
+PROTOCOLS: dict[str, Protocol] = {
+    "cfld": Protocol(
+        name="cfld",
+        title="Pose-guided synthesis, CFLD/MCLD protocol",
+        source="github.com/YanzuoLu/CFLD models/metrics.py, pose_transfer_test.py",
+        default_size=(256, 176),
+        generated=cfld_generated,
+        ground_truth=_bicubic,
+        real=_bicubic,
+        ssim={"ssim": UNIFORM_51, "ssim_256": SSIMSettings(window="gaussian", sigma=1.5, scale=255.0, data_range=None)},
+        psnr=True,
+        lpips={"lpips": "alex"},
+        features=(
+            FeatureSpec("fid", "inception_torchvision", "cfld", _CFLD_FID_LABEL),
+            FeatureSpec("fid_pytorch_fid", "inception_fid", "pytorch_fid", _FID_STANDARD_LABEL),
+        ),
+        real_default="required",
+    ),
+    "pidm": Protocol(
+        name="pidm",
+        title="Pose-guided synthesis, PIDM protocol",
+        source="github.com/ankanbhunia/PIDM utils/metrics.py, data/prepare_data.py",
+        default_size=(256, 176),
+        generated=pidm_image,
+        ground_truth=pidm_image,
+        real=pidm_image,
+        ssim={"ssim": UNIFORM_51, "ssim_256": SSIMSettings(window="gaussian", sigma=1.2, scale=255.0, data_range=None)},
+        psnr=True,
+        lpips={"lpips": "alex"},
+        features=(
+            FeatureSpec("fid", "inception_torchvision", "cfld", _CFLD_FID_LABEL),
+            FeatureSpec("fid_pytorch_fid", "inception_fid", "pytorch_fid", _FID_STANDARD_LABEL),
+        ),
+        real_default="required",
+    ),
+    "standard": Protocol(
+        name="standard",
+        title="Standard image-synthesis metrics",
+        source="Wang et al. 2004 (SSIM), Zhang et al. 2018 (LPIPS), pytorch-fid, clean-fid/torch-fidelity (KID)",
+        default_size=(256, 176),
+        generated=_bicubic,
+        ground_truth=_bicubic,
+        real=_bicubic,
+        ssim={"ssim": GAUSSIAN_15},
+        psnr=True,
+        lpips={"lpips": "alex", "lpips_vgg": "vgg"},
+        features=(FeatureSpec("fid", "inception_fid", "pytorch_fid", "FID, pytorch-fid Inception", kid=True),),
+        real_default="ground_truth",
+    ),
+    "vitonhd": Protocol(
+        name="vitonhd",
+        title="Virtual try-on, LaDI-VTON convention",
+        source="github.com/miccunifi/ladi-vton src/utils/val_metrics.py (torchmetrics SSIM/LPIPS, clean-fid FID/KID)",
+        default_size=(512, 384),
+        generated=_bilinear,
+        ground_truth=_bilinear,
+        real=_bilinear,
+        ssim={"ssim": GAUSSIAN_15},
+        psnr=False,
+        lpips={"lpips": "alex"},
+        features=(FeatureSpec("fid", "inception_fid", "clean", "FID, clean-fid 'clean' (pytorch-fid Inception)", kid=True),),
+        real_default="ground_truth",
+        settings=("paired", "unpaired"),
+    ),
+}
+
+
+def get_protocol(name: str) -> Protocol:
+    """Look up a protocol by name, with the list of valid names in the error."""
+    if name not in PROTOCOLS:
+        raise UserError(f"--protocol {name!r}: unknown; expected one of {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[name]
+
+
+def metric_label(protocol: Protocol, key: str) -> str:
+    """A one-line description of a report key under a protocol (settings included)."""
+    if key in protocol.ssim:
+        return f"SSIM: {protocol.ssim[key].describe()}"
+    if key == "psnr":
+        return "PSNR (dB), data_range 1, mean over images"
+    if key in protocol.lpips:
+        return f"LPIPS v0.1, {'AlexNet' if protocol.lpips[key] == 'alex' else 'VGG16'} backbone, inputs [0,1] -> [-1,1]"
+    if key == "kid_x1000":
+        return "KID x 1000 (polynomial kernel, 100 subsets of <= 1000), mean over subsets"
+    for spec in protocol.features:
+        if spec.key == key:
+            return spec.label
+    return key

@@ -1,0 +1,77 @@
+"""Retrieval metrics: Recall@K, the FashionIQ composed-retrieval protocol and FashionGen's 1-vs-100 protocol.
+
+- `recall_at_k`: share (in %) of queries whose target is among the K most similar gallery items.
+- FashionIQ (Wu et al. 2021), as CLIP4Cir / UniFashion report it: per category (dress, shirt, toptee) on the val
+  split, R@10 and R@50 of each query's target in that category's gallery; then the mean over categories of each,
+  and the overall score = (mean R@10 + mean R@50) / 2.
+- FashionGen cross-modal retrieval, FAME-ViL protocol: 1,000 random queries, each ranked against 101 candidates
+  (its positive and 100 negatives drawn from the same sub-category), R@1/5/10 for image->text and text->image,
+  and the mean of the six numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from atelier.errors import UserError
+
+FASHIONIQ_CATEGORIES = ("dress", "shirt", "toptee")
+
+
+def recall_at_k(similarity, targets, ks=(1, 5, 10)) -> dict[str, float]:
+    """Recall@K in percent from a (queries, gallery) similarity matrix and each query's target gallery index."""
+    similarity = torch.as_tensor(similarity, dtype=torch.float64)
+    targets = torch.as_tensor(targets, dtype=torch.long)
+    if similarity.ndim != 2 or targets.shape != (similarity.shape[0],):
+        raise ValueError(f"expected a (Q, G) similarity and Q targets, got {tuple(similarity.shape)} and {tuple(targets.shape)}")
+    target_scores = similarity.gather(1, targets[:, None])
+    # rank = number of gallery items scored strictly higher than the target (ties count in the target's favour)
+    ranks = (similarity > target_scores).sum(dim=1)
+    return {f"R@{k}": float((ranks < k).double().mean() * 100) for k in ks}
+
+
+def fashioniq_recall(per_category: dict[str, tuple]) -> dict:
+    """FashionIQ scores from {category: (similarity (Q, G), target indices (Q,))}: per category, means, overall."""
+    unknown = set(per_category) - set(FASHIONIQ_CATEGORIES)
+    if unknown:
+        raise UserError(f"FashionIQ categories {sorted(unknown)} unknown; expected {', '.join(FASHIONIQ_CATEGORIES)}")
+    scores = {name: recall_at_k(sim, tgt, ks=(10, 50)) for name, (sim, tgt) in per_category.items()}
+    mean10 = float(np.mean([s["R@10"] for s in scores.values()]))
+    mean50 = float(np.mean([s["R@50"] for s in scores.values()]))
+    return {**scores, "average": {"R@10": mean10, "R@50": mean50}, "mean": (mean10 + mean50) / 2}
+
+
+def _normalise(embeddings) -> torch.Tensor:
+    tensor = torch.as_tensor(embeddings, dtype=torch.float64)
+    return tensor / tensor.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def fashiongen_retrieval(
+    image_embeddings, text_embeddings, subcategories, queries: int = 1000, negatives: int = 100, seed: int = 0
+) -> dict[str, float]:
+    """FashionGen 1-vs-100 retrieval (FAME-ViL protocol): R@1/5/10 image->text and text->image, and their mean."""
+    images, texts = _normalise(image_embeddings), _normalise(text_embeddings)
+    subcategories = np.asarray(subcategories)
+    if len(images) != len(texts) or len(images) != len(subcategories):
+        raise ValueError("image embeddings, text embeddings and sub-categories must have one row per product")
+    rng = np.random.default_rng(seed)
+    by_group = {group: np.flatnonzero(subcategories == group) for group in np.unique(subcategories)}
+    eligible = np.array([i for i in range(len(images)) if len(by_group[subcategories[i]]) > negatives])
+    if len(eligible) == 0:
+        raise UserError(f"FashionGen retrieval needs sub-categories with more than {negatives} products")
+    chosen = rng.choice(eligible, size=min(queries, len(eligible)), replace=False)
+    candidates = []
+    for index in chosen:
+        pool = by_group[subcategories[index]]
+        others = rng.choice(pool[pool != index], size=negatives, replace=False)
+        candidates.append(np.concatenate([[index], others]))  # the positive is candidate 0
+    candidates = torch.as_tensor(np.stack(candidates))
+    query_index = torch.as_tensor(chosen)
+    image_to_text = (images[query_index][:, None, :] * texts[candidates]).sum(-1)
+    text_to_image = (texts[query_index][:, None, :] * images[candidates]).sum(-1)
+    zero = torch.zeros(len(chosen), dtype=torch.long)
+    result = {f"i2t_{k}": v for k, v in recall_at_k(image_to_text, zero).items()}
+    result.update({f"t2i_{k}": v for k, v in recall_at_k(text_to_image, zero).items()})
+    result["mean"] = float(np.mean(list(result.values())))
+    return result
