@@ -47,3 +47,25 @@ def test_offline_hub_id_says_how_to_point_at_a_local_directory():
 def test_missing_path_is_not_mistaken_for_a_hub_id(tmp_path):
     with pytest.raises(UserError, match="not found"):
         load_components(tmp_path / "nope" / "model")
+
+
+def test_single_safetensors_file_loads_through_diffusers_single_file_loader(tiny_model_dir, tmp_path):
+    from atelier.models.export import save_single_file
+
+    original = load_components(tiny_model_dir)
+    checkpoint = save_single_file(original, tmp_path / "tiny.safetensors")
+    loaded = load_components(checkpoint, config=tiny_model_dir)
+    for name in ("unet", "vae", "text_encoder"):
+        a, b = getattr(original, name).state_dict(), getattr(loaded, name).state_dict()
+        assert a.keys() == b.keys(), name
+        assert all(torch.equal(a[k], b[k].reshape(a[k].shape)) for k in a), name
+    ids = loaded.tokenizer(["a red dress"], return_tensors="pt").input_ids
+    assert torch.equal(ids, original.tokenizer(["a red dress"], return_tensors="pt").input_ids)
+
+
+def test_single_file_that_is_not_a_checkpoint_is_a_clear_error(tiny_model_dir, tmp_path):
+    from atelier.utils.io import save_safetensors
+
+    save_safetensors({"something.else": torch.zeros(2)}, tmp_path / "other.safetensors")
+    with pytest.raises(UserError, match="other.safetensors could not be loaded"):
+        load_components(tmp_path / "other.safetensors", config=tiny_model_dir)

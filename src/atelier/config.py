@@ -26,6 +26,7 @@ class ModelConfig:
 
     base: str = "tiny"
     revision: str | None = None
+    config: str | None = None  # single-file checkpoints: a diffusers directory with the matching configs (offline)
 
 
 @dataclass

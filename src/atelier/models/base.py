@@ -162,8 +162,9 @@ def _load_directory(folder: Path, revision: str | None = None, **kwargs: Any) ->
     )
 
 
-def _load_single_file(path: Path) -> SDComponents:
+def _load_single_file(path: Path, config: str | None = None) -> SDComponents:
     from diffusers import DDPMScheduler, StableDiffusionPipeline
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
 
     if path.suffix != ".safetensors":
         raise UserError(
@@ -171,19 +172,23 @@ def _load_single_file(path: Path) -> SDComponents:
             "convert it to .safetensors or pass a diffusers directory"
         )
     try:
-        pipe = StableDiffusionPipeline.from_single_file(str(path), safety_checker=None, local_files_only=_offline())
-    except (OSError, ValueError) as error:
+        kwargs = {"config": str(config), "local_files_only": True} if config else {"local_files_only": _offline()}
+        pipe = StableDiffusionPipeline.from_single_file(str(path), safety_checker=None, **kwargs)
+    except (OSError, ValueError, KeyError, SingleFileComponentError) as error:
         raise UserError(
             f"model file {path} could not be loaded as a Stable Diffusion 1.x checkpoint ({str(error).splitlines()[0]}). "
-            "Single-file loading needs the model's configs (online once, or HF_HUB cache); "
-            "a diffusers directory (--model DIR) always works offline"
+            "Single-file loading needs the model's configs: online once, or offline a diffusers directory of the same "
+            "architecture as model.config (e.g. a local stable-diffusion-v1-5 copy)"
         ) from None
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     return SDComponents(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, scheduler)
 
 
-def load_components(source: str | os.PathLike, revision: str | None = None) -> SDComponents:
-    """Load SD 1.x components from `tiny`, a diffusers directory, a .safetensors file, or a hub id (online)."""
+def load_components(source: str | os.PathLike, revision: str | None = None, config: str | os.PathLike | None = None) -> SDComponents:
+    """Load SD 1.x components from `tiny`, a diffusers directory, a .safetensors file, or a hub id (online).
+
+    `config`: for a single file, a diffusers directory whose component configs describe it (needed offline).
+    """
     text = str(source)
     if text == "tiny":
         return build_tiny_components()
@@ -197,7 +202,7 @@ def load_components(source: str | os.PathLike, revision: str | None = None) -> S
             )
         return _load_directory(path, revision)
     if path.is_file():
-        return _load_single_file(path)
+        return _load_single_file(path, config)
     if path.suffix in (".safetensors", ".ckpt") or text.startswith((".", "/", "~")) or text.count("/") != 1:
         raise UserError(f"model {text} not found: expected a diffusers directory, a .safetensors file, `tiny`, or a hub id like owner/name")
     return _load_hub(text, revision)
