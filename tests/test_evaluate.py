@@ -82,7 +82,7 @@ def test_cli_writes_json_and_prints_a_markdown_table(folders, tmp_path, capsys):
     gt, gen, train, pairs = folders
     out = tmp_path / "report.json"
     code = main(["evaluate", "--protocol", "standard", "--generated", str(gen), "--ground-truth", str(gt),
-                 "--pairs", str(pairs), "--size", SIZE, "--out", str(out), "--device", "cpu"])
+                 "--pairs", str(pairs), "--test-size", SIZE, "--out", str(out), "--device", "cpu"])
     assert code == 0
     report = json.loads(out.read_text())
     assert report["protocol"] == "standard" and report["metrics"]["kid_x1000"] is None

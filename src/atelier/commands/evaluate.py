@@ -18,7 +18,7 @@ EPILOG = """protocols:
 examples:
   atelier evaluate --protocol cfld --generated runs/cfld/test --ground-truth fashion/test_highres \\
       --real fashion/train_highres --pairs fashion/fasion-resize-pairs-test.csv --out runs/cfld/report.json
-  atelier evaluate --protocol cfld --size 512x352 --generated out512 --ground-truth fashion/test_highres \\
+  atelier evaluate --protocol cfld --test-size 512x352 --generated out512 --ground-truth fashion/test_highres \\
       --real fashion/train_highres --device cuda --batch-size 64 --out report512.json
   atelier evaluate --protocol vitonhd --setting unpaired --generated out/unpaired \\
       --ground-truth VITON-HD/test/image --out unpaired.json
@@ -52,7 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--out", required=True, type=Path, metavar="JSON", help="where to write the report")
     parser.add_argument("--setting", choices=("paired", "unpaired"), default="paired",
                         help="vitonhd only: paired (SSIM, LPIPS, FID, KID) or unpaired (FID, KID)")
-    parser.add_argument("--size", metavar="HxW", help="test size, height x width (default 256x176; vitonhd 512x384)")
+    parser.add_argument("--test-size", dest="size", metavar="HxW", help="test size as the papers write it, height x width (default 256x176; vitonhd 512x384); note: --size elsewhere is WxH")
     parser.add_argument("--weights-dir", type=Path, metavar="DIR", help="folder holding the network weight files")
     parser.add_argument("--allow-random-weights", action="store_true",
                         help="use seeded random networks when weights are missing (report stamped NOT COMPARABLE)")

@@ -30,7 +30,7 @@ from atelier.errors import UserError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
-def parse_size(text: str, flag: str = "--size") -> tuple[int, int]:
+def parse_size(text: str, flag: str = "--test-size") -> tuple[int, int]:
     """Parse 'HxW' (e.g. 256x176) into (height, width)."""
     try:
         height, width = (int(part) for part in text.lower().split("x"))
