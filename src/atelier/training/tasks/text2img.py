@@ -54,6 +54,7 @@ class Text2ImgConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     loss: DiffusionLossConfig = field(default_factory=DiffusionLossConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    train_text_encoder: bool = False  # also fine-tune the whole text encoder (captions are then encoded every step)
 
 
 def read_training_items(data: CaptionedDataConfig):
@@ -88,8 +89,14 @@ class Text2ImgTask:
 
     def setup_trainable(self) -> None:
         self.components.unet.requires_grad_(True).train()
+        if self.text_encoder_trains():
+            self.components.text_encoder.requires_grad_(True).train()
         if self.cfg.train.gradient_checkpointing:
             self.components.unet.enable_gradient_checkpointing()
+
+    def text_encoder_trains(self) -> bool:
+        """Whether gradients reach the text encoder (then captions are encoded every step instead of cached)."""
+        return getattr(self.cfg, "train_text_encoder", False)
 
     def _cache(self) -> None:
         """Encode every image (and its flip) and every caption once."""
@@ -111,8 +118,12 @@ class Text2ImgTask:
         """Embed each distinct caption (and the empty one) once; example i uses caption_index[i]."""
         captions = [item.caption for item in self.items]
         self.unique_captions = sorted(set(captions) | {""})
-        embeddings = encode_prompts(self.components.tokenizer, self.components.text_encoder, self.unique_captions, self.device)
-        self.text_embeddings = embeddings
+        tokenizer = self.components.tokenizer
+        if self.text_encoder_trains():
+            self.token_ids = tokenizer(self.unique_captions, padding="max_length", max_length=tokenizer.model_max_length,
+                                       truncation=True, return_tensors="pt").input_ids.to(self.device)
+        else:
+            self.text_embeddings = encode_prompts(tokenizer, self.components.text_encoder, self.unique_captions, self.device)
         self.empty_index = self.unique_captions.index("")
         index = {caption: i for i, caption in enumerate(self.unique_captions)}
         self.caption_index = torch.tensor([index[c] for c in captions] * (2 if self.cfg.data.flip else 1), device=self.device)
@@ -123,7 +134,9 @@ class Text2ImgTask:
         return sample_latents(self.latent_mean[batch], self.latent_std[batch], generator)
 
     def batch_text(self, text_index: torch.Tensor) -> torch.Tensor:
-        """Text embeddings of the given caption indices (cached)."""
+        """Text embeddings of the given caption indices (cached, or encoded now when the text encoder trains)."""
+        if self.text_encoder_trains():
+            return self.components.text_encoder(self.token_ids[text_index])[0]
         return self.text_embeddings[text_index]
 
     # --- the loop's interface -------------------------------------------------------------------------------------
@@ -134,7 +147,7 @@ class Text2ImgTask:
         return torch.tensor(indices, device=self.device)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.components.unet.parameters() if p.requires_grad]
+        return list(self.trainable_state_dict().values())
 
     def training_loss(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         latents = self.batch_latents(batch, generator)
@@ -146,13 +159,14 @@ class Text2ImgTask:
                               generator, self.cfg.loss)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        return {name: p for name, p in self.components.unet.named_parameters() if p.requires_grad}
+        parts = {"unet": self.components.unet, "text_encoder": self.components.text_encoder}
+        return {f"{part}.{name}": p for part, model in parts.items() for name, p in model.named_parameters() if p.requires_grad}
 
     def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        params = self.trainable_state_dict()
         with torch.no_grad():
-            for name, param in self.components.unet.named_parameters():
-                if name in state:
-                    param.copy_(state[name])
+            for name, value in state.items():
+                params[name].copy_(value)
 
     def save_outputs(self, folder: Path) -> None:
         self.components.save(folder)
@@ -162,7 +176,10 @@ class Text2ImgTask:
         from atelier.utils.images import make_grid
 
         self.components.unet.eval()
+        self.components.text_encoder.eval()
         out = generate(self.components, self.cfg.sample.prompts, size_hw=self.cfg.data.resolution, steps=self.cfg.sample.steps,
                        guidance_scale=self.cfg.sample.guidance_scale, seed=0, show_progress=False)
         self.components.unet.train()
+        if self.text_encoder_trains():
+            self.components.text_encoder.train()
         save_image(make_grid([out.images]), folder / f"step-{step:07d}.png")
