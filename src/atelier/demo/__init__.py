@@ -16,8 +16,9 @@ logger = logging.getLogger(__name__)
 
 def _stages() -> dict[str, Callable[[DemoContext], Section]]:
     from atelier.demo.base import run_base
+    from atelier.demo.style import run_style
 
-    return {"base": run_base}
+    return {"base": run_base, "style": run_style}
 
 
 def task_names() -> list[str]:

@@ -12,11 +12,15 @@ from typing import Any
 from atelier.config import apply_overrides, from_dict, read_yaml
 from atelier.errors import UserError
 from atelier.training.tasks.autoencoder import AutoencoderConfig, AutoencoderTask
+from atelier.training.tasks.image_adapter import ImageAdapterConfig, ImageAdapterTask
+from atelier.training.tasks.style_lora import StyleLoraConfig, StyleLoraTask
 from atelier.training.tasks.text2img import Text2ImgConfig, Text2ImgTask
 
 TASKS: dict[str, tuple[type, type]] = {
     "text2img": (Text2ImgConfig, Text2ImgTask),
     "autoencoder": (AutoencoderConfig, AutoencoderTask),
+    "style-lora": (StyleLoraConfig, StyleLoraTask),
+    "image-adapter": (ImageAdapterConfig, ImageAdapterTask),
 }
 
 

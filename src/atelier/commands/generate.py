@@ -1,0 +1,90 @@
+"""`atelier generate`: text-to-image with a base model and an optional style LoRA (diffusers or PEFT format)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+EPILOG = """examples:
+  atelier generate --model runs/demo/base/unet/final --lora runs/style/final --prompt "an illustration, a woman wearing a red dress" --out out/gen
+  atelier generate --model /models/stable-diffusion-v1-5 --lora monet-lora/ --prompt "A Monet painting, a harbour" --num-images 4 --size 512x512 --out out/monet
+writes OUT/<index>.png, OUT/grid.png and OUT/settings.json (every option, the model, LoRA and versions)."""
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by generate and translate: model, LoRA, sampling and output."""
+    parser.add_argument("--model", required=True, metavar="BASE", help="base model: diffusers folder, .safetensors file, hub id or `tiny`")
+    parser.add_argument("--lora", metavar="LORA", help="style LoRA: folder with pytorch_lora_weights.safetensors, the file, or a PEFT adapter folder")
+    parser.add_argument("--lora-scale", type=float, default=1.0, metavar="S", help="LoRA strength (default 1.0)")
+    parser.add_argument("--prompt", metavar="TEXT", help="prompt (include the LoRA's identifier, e.g. 'A Monet painting, ')")
+    parser.add_argument("--negative-prompt", default="", metavar="TEXT", help="negative prompt (default empty)")
+    parser.add_argument("--guidance-scale", type=float, default=7.5, metavar="S", help="classifier-free guidance (default 7.5)")
+    parser.add_argument("--scheduler", default="ddim", choices=["ddpm", "ddim", "euler", "dpm"], help="sampler (default ddim)")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
+    parser.add_argument("--size", metavar="WxH", help="output size in pixels (default: the model's native size, e.g. 512x512)")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+
+
+def size_hw(components, text: str | None, flag: str = "--size") -> tuple[int, int]:
+    """(H, W) from a WxH flag, checked against the VAE's downsampling; default: the UNet's native size."""
+    from atelier.data.transforms import parse_size
+    from atelier.errors import UserError
+
+    scale = components.latent_scale
+    if text is None:
+        native = components.unet.config.sample_size * scale
+        return native, native
+    width, height = parse_size(text, flag)
+    if width % scale or height % scale:
+        raise UserError(f"{flag} {text}: width and height must be multiples of {scale} (the VAE's downsampling)")
+    return height, width
+
+
+def write_settings(args: argparse.Namespace, out: Path, extra: dict) -> None:
+    """OUT/settings.json: every option of the command plus what it produced and the versions used."""
+    import diffusers
+    import torch
+
+    from atelier import __version__
+    from atelier.utils.io import write_json
+
+    options = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items() if key != "func"}
+    write_json(out / "settings.json", {"command": args.command, "options": options, **extra,
+                                       "versions": {"atelier": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__}})
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("generate", help="text-to-image with a base model and a style LoRA",
+                                   epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(parser)
+    parser.add_argument("--num-images", type=int, default=1, metavar="N", help="images per prompt (default 1)")
+    parser.add_argument("--steps", type=int, default=30, metavar="N", help="sampling steps (default 30)")
+    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty OUT")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from atelier.errors import UserError
+    from atelier.pipelines.style import load_style_model
+    from atelier.pipelines.text2img import generate
+    from atelier.utils.images import make_grid
+    from atelier.utils.io import prepare_out_dir, save_image
+
+    if not args.prompt:
+        raise UserError("--prompt is required: the text to draw (include the LoRA's identifier, e.g. 'A Monet painting, ')")
+    if args.num_images < 1 or args.steps < 1:
+        raise UserError(f"--num-images {args.num_images} / --steps {args.steps}: expected positive integers")
+    out_dir = prepare_out_dir(args.out, args.overwrite)
+    started = time.time()
+    components, _ = load_style_model(args.model, args.lora, args.lora_scale)
+    out = generate(components, [args.prompt] * args.num_images, size_hw=size_hw(components, args.size), steps=args.steps,
+                   guidance_scale=args.guidance_scale, negative_prompt=args.negative_prompt, seed=args.seed,
+                   scheduler=args.scheduler)
+    paths = [out_dir / f"{index:04d}.png" for index in range(args.num_images)]
+    for path, image in zip(paths, out.images):
+        save_image(image, path)
+    save_image(make_grid([out.images]), out_dir / "grid.png")
+    write_settings(args, out_dir, {"outputs": [p.name for p in paths], "seconds": round(time.time() - started, 2)})
+    print(f"wrote {len(paths)} images, grid.png and settings.json to {out_dir}")
+    return 0

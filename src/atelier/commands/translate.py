@@ -1,0 +1,138 @@
+"""`atelier translate`: style transfer of images or folders with a base model, a style LoRA and an image adapter."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from atelier.commands.generate import add_model_arguments, size_hw, write_settings
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+EPILOG = """examples:
+  atelier translate --model runs/demo/base/unet/final --lora runs/style/final photo.jpg --out out/styled --size 48x64
+  atelier translate --model /models/stable-diffusion-v1-5 --lora monet-lora/ --image-adapter /models/IP-Adapter/models \\
+      photos/ --out out/monet --prompt "A Monet painting, " --strength 0.5 --image-cond-scale 0.3 --steps 100
+INPUT is any mix of image files and folders (searched recursively; outputs mirror the folder layout as .png).
+Unreadable images are skipped and listed at the end; outputs that exist are kept unless --overwrite.
+Writes the images, OUT/grid.png (inputs beside translations) and OUT/settings.json (every option and the skip list).
+--prompt defaults to the LoRA's identifier when LORA holds the config.yaml of an atelier style-lora run."""
+
+GRID_ROWS = 8
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("translate", help="style transfer of images/folders (SDEdit + style LoRA + image adapter)",
+                                   epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders")
+    add_model_arguments(parser)
+    parser.add_argument("--image-adapter", metavar="DIR", help="image adapter: folder with image_encoder/ and ip-adapter*.safetensors|.bin")
+    parser.add_argument("--strength", type=float, default=0.5, metavar="S", help="share of the schedule re-noised, in [0, 1] (default 0.5)")
+    parser.add_argument("--image-cond-scale", type=float, default=0.3, metavar="S", help="image adapter weight (default 0.3)")
+    parser.add_argument("--steps", type=int, default=100, metavar="N", help="scheduler steps; strength x N of them run (default 100)")
+    parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="images per batch (default 4)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: keep them)")
+    parser.set_defaults(func=run)
+
+
+def collect_inputs(inputs: list[str], out: Path) -> list[tuple[Path, Path]]:
+    """(input file, output file) pairs: files map to OUT/<stem>.png, folders to OUT/<folder>/<relative path>.png."""
+    from atelier.data.formats.captioned import list_images
+    from atelier.errors import UserError
+
+    pairs = []
+    for text in inputs:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            pairs += [(file, out / path.name / file.relative_to(path).with_suffix(".png")) for file in list_images(path)]
+        elif path.is_file():
+            pairs.append((path, out / path.with_suffix(".png").name))
+        else:
+            raise UserError(f"INPUT {text} not found: expected an image file or a folder of images")
+    if not pairs:
+        raise UserError(f"INPUT {' '.join(inputs)}: no images found (expected .jpg, .png, .webp or .bmp files)")
+    return pairs
+
+
+def convert_in_batches(todo: list[tuple[Path, Path]], out: Path, size: tuple[int, int], batch_size: int,
+                       convert: Callable[[torch.Tensor], list[Image.Image]]) -> tuple[list[str], list[dict], list[list[Image.Image]]]:
+    """Load, resize (H, W) and convert (input, output) files in batches, saving each result; unreadable inputs are
+    skipped. Returns (written paths relative to OUT, skipped {file, reason} entries, up to GRID_ROWS [input, output])."""
+    import torch
+
+    from atelier.data.transforms import open_rgb, resize_image
+    from atelier.errors import UserError
+    from atelier.utils.images import pil_to_tensor
+    from atelier.utils.io import save_image
+    from atelier.utils.progress import progress
+
+    written, skipped, grid = [], [], []
+    for start in progress(range(0, len(todo), batch_size), desc="convert"):
+        loaded = []
+        for source, target in todo[start : start + batch_size]:
+            try:
+                loaded.append((resize_image(open_rgb(source), size), target))
+            except UserError as error:
+                skipped.append({"file": str(source), "reason": str(error)})
+        if not loaded:
+            continue
+        results = convert(torch.stack([pil_to_tensor(image) for image, _ in loaded]))
+        for (source_image, target), result in zip(loaded, results):
+            save_image(result, target)
+            written.append(str(target.relative_to(out)))
+            if len(grid) < GRID_ROWS:
+                grid.append([source_image, result])
+    return written, skipped, grid
+
+
+def default_prompt(lora: str | None) -> str:
+    """The identifier of an atelier style-lora run (LORA/config.yaml's data.caption_prefix), else the empty prompt."""
+    import yaml
+
+    config = Path(lora) / "config.yaml" if lora else None
+    if config is None or not config.is_file():
+        return ""
+    data = yaml.safe_load(config.read_text()) or {}
+    return str(data.get("data", {}).get("caption_prefix", "")) if data.get("task") == "style-lora" else ""
+
+
+def run(args: argparse.Namespace) -> int:
+    from atelier.errors import UserError
+    from atelier.pipelines.style import load_style_model, translate
+    from atelier.utils.images import make_grid
+    from atelier.utils.io import save_image
+
+    if args.batch_size < 1 or args.steps < 1:
+        raise UserError(f"--batch-size {args.batch_size} / --steps {args.steps}: expected positive integers")
+    started = time.time()
+    pairs = collect_inputs(args.inputs, args.out)
+    todo = [(source, target) for source, target in pairs if args.overwrite or not target.exists()]
+    prompt = args.prompt if args.prompt is not None else default_prompt(args.lora)
+    logger.info("translate: %d images (%d kept from earlier runs), prompt %r", len(todo), len(pairs) - len(todo), prompt)
+    skipped, grid, written = [], [], []
+    if todo:
+        components, adapter = load_style_model(args.model, args.lora, args.lora_scale, args.image_adapter)
+
+        def convert(images):
+            return translate(components, images, [prompt] * len(images), strength=args.strength, steps=args.steps,
+                             guidance_scale=args.guidance_scale, negative_prompt=args.negative_prompt, image_adapter=adapter,
+                             image_cond_scale=args.image_cond_scale, seed=args.seed, scheduler=args.scheduler,
+                             show_progress=False).images
+
+        written, skipped, grid = convert_in_batches(todo, args.out, size_hw(components, args.size), args.batch_size, convert)
+    if grid:
+        save_image(make_grid(grid), args.out / "grid.png")
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_settings(args, args.out, {"prompt_used": prompt, "written": written,
+                                    "kept": len(pairs) - len(todo), "skipped": skipped, "seconds": round(time.time() - started, 2)})
+    print(f"translated {len(written)} images into {args.out} ({len(pairs) - len(todo)} existing kept, {len(skipped)} skipped)")
+    for entry in skipped:
+        print(f"  skipped: {entry['reason']}")
+    return 0
