@@ -123,10 +123,10 @@ def gaussian_heatmaps(
     return (profile_y[:, :, None] * profile_x[:, None, :]).astype(np.float32)
 
 
-def cfld_pose_map(keypoints, size_hw: tuple[int, int]) -> torch.Tensor:
+def cfld_pose_map(keypoints, size_hw: tuple[int, int], frame_hw: tuple[int, int] = FRAME_HW) -> torch.Tensor:
     """CFLD's pose condition (Lu et al., CVPR 2024): RGB skeleton in [0, 1] then 18 heatmaps, float (21, H, W)."""
     import torch
 
-    skeleton = draw_skeleton(keypoints, size_hw).astype(np.float32).transpose(2, 0, 1) / 255.0
-    heatmaps = gaussian_heatmaps(keypoints, size_hw)
+    skeleton = draw_skeleton(keypoints, size_hw, frame_hw).astype(np.float32).transpose(2, 0, 1) / 255.0
+    heatmaps = gaussian_heatmaps(keypoints, size_hw, frame_hw=frame_hw)
     return torch.from_numpy(np.concatenate([skeleton, heatmaps], axis=0))

@@ -16,9 +16,10 @@ logger = logging.getLogger(__name__)
 
 def _stages() -> dict[str, Callable[[DemoContext], Section]]:
     from atelier.demo.base import run_base
+    from atelier.demo.pose import run_pose
     from atelier.demo.style import run_style
 
-    return {"base": run_base, "style": run_style}
+    return {"base": run_base, "style": run_style, "pose": run_pose}
 
 
 def task_names() -> list[str]:

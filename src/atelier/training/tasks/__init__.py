@@ -13,6 +13,7 @@ from atelier.config import apply_overrides, from_dict, read_yaml
 from atelier.errors import UserError
 from atelier.training.tasks.autoencoder import AutoencoderConfig, AutoencoderTask
 from atelier.training.tasks.image_adapter import ImageAdapterConfig, ImageAdapterTask
+from atelier.training.tasks.pose import PoseConfig, PoseTask
 from atelier.training.tasks.style_lora import StyleLoraConfig, StyleLoraTask
 from atelier.training.tasks.text2img import Text2ImgConfig, Text2ImgTask
 
@@ -21,6 +22,7 @@ TASKS: dict[str, tuple[type, type]] = {
     "autoencoder": (AutoencoderConfig, AutoencoderTask),
     "style-lora": (StyleLoraConfig, StyleLoraTask),
     "image-adapter": (ImageAdapterConfig, ImageAdapterTask),
+    "pose": (PoseConfig, PoseTask),
 }
 
 

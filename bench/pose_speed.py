@@ -1,0 +1,193 @@
+"""CFLD speed: training step time and sampling time per image, beside the published cost figures (REFERENCE section 3).
+
+Published (measured by the MCLD authors on an A6000): CFLD inference 3.55 s/image (DDPM 50 steps, three guidance
+branches) in 6.5 GB; training 353.6 GPU-hours for 100 epochs of 455 steps x 224 pairs on 8 GPUs (46.6 GB each),
+i.e. 0.125 GPU-seconds per training pair.
+
+Sizes (random weights: speed does not depend on them):
+- `full`: CFLD at SD 1.5 size (UNet 860M, SD VAE, Swin-B window 16, decoder 16 x 768 x 8 blocks, hybrid attention on
+  all 9 up-block transformers), 512x512 output, 256x256 source and pose map, bf16 autocast, gradient checkpointing,
+  images read and VAE-encoded per batch as `task: pose` does; runs on a CUDA GPU (skipped without one, unless --device).
+- `tiny`: the demo's tiny CFLD on the tiny base at 64x48, data cached in memory as the demo does, on CPU.
+Both run the real code path: `PoseTask.collate` + `training_loss` + backward + Adam step on FashionSynth pairs, and
+`pipelines.pose_transfer.transfer` (DDPM, 50 steps, three branches in one batched UNet call).
+
+    python bench/pose_speed.py [--sizes tiny full] [--train-batch N] [--sample-batches 1 16] [--steps 50] [--repeats 3]
+
+Writes bench/results/pose_speed.json atomically (machine, versions, date, settings, numbers) and prints a table with the
+published figures beside ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results" / "pose_speed.json"
+PUBLISHED = {"source": "MCLD (CVPR 2025) cost table, NVIDIA RTX A6000", "inference_s_per_image": 3.55,
+             "inference_memory_gb": 6.5, "training_gpu_hours": 353.6, "training_memory_gb_per_gpu": 46.6,
+             "training_gpu_s_per_pair": round(353.6 * 3600 / (100 * 455 * 224), 4)}
+SD15_UNET = {"block_out_channels": (320, 640, 1280, 1280), "layers_per_block": 2, "cross_attention_dim": 768,
+             "attention_head_dim": 8, "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+             "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, "sample_size": 64}
+SD15_VAE = {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "latent_channels": 4, "sample_size": 512,
+            "down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4}
+
+
+def components(size: str):
+    """SD components with random weights: SD 1.5's shapes (`full`) or the tiny model (`tiny`)."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+    from atelier.models.base import SD_SCHEDULER_CONFIG, SDComponents, build_tiny_components
+
+    if size == "tiny":
+        return build_tiny_components()
+    torch.manual_seed(0)
+    return SDComponents(UNet2DConditionModel(**SD15_UNET), AutoencoderKL(**SD15_VAE), None, None,
+                        DDPMScheduler(**SD_SCHEDULER_CONFIG))
+
+
+def pose_config(size: str, root: Path, batch: int):
+    from atelier.config import ModelConfig, TrainConfig
+    from atelier.models.cfld.model import tiny_cfld_config
+    from atelier.training.tasks.pose import PoseConfig, PoseDataConfig, paper_train_config
+
+    if size == "tiny":
+        data = PoseDataConfig(root=str(root), image_size=(64, 48), appearance_size=(64, 48), pose_size=(64, 48), cache=True)
+        return PoseConfig(model=ModelConfig("tiny"), cfld=tiny_cfld_config(), data=data,
+                          train=TrainConfig(batch_size=batch, optimizer="adam", mixed_precision="no"))
+    train = paper_train_config()
+    train.batch_size = batch
+    return PoseConfig(data=PoseDataConfig(root=str(root)), train=train)
+
+
+def time_training(task, cfg, device: str, steps: int) -> float:
+    """Median seconds of one optimizer step (collate, loss, backward, Adam), after one warm-up step."""
+    params = task.trainable_parameters()
+    optimizer = torch.optim.Adam(params, lr=1e-4)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.mixed_precision)
+    times = []
+    for step in range(steps + 1):
+        generator = torch.Generator(device=device).manual_seed(step)
+        started = time.perf_counter()
+        with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype is not None):
+            batch = [i % task.num_examples() for i in range(step * cfg.train.batch_size, (step + 1) * cfg.train.batch_size)]
+            loss = task.training_loss(task.collate(batch), generator)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    return sorted(times[1:])[len(times[1:]) // 2]
+
+
+def time_sampling(task, device: str, batch: int, steps: int, repeats: int) -> float:
+    """Best seconds per image of `transfer` (DDPM, `steps` steps, three branches) at a batch of `batch` pairs."""
+    from atelier.pipelines.pose_transfer import transfer
+
+    items = [task.pairs[i % len(task.pairs)] for i in range(batch)]
+    appearance, pose = torch.stack([it.appearance for it in items]), torch.stack([it.target_pose for it in items])
+    task.cfld.eval()
+    dtype = torch.bfloat16 if device.startswith("cuda") else None
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype is not None):
+            transfer(task.model, appearance, pose, steps=steps, scheduler="ddpm", show_progress=False)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = min(best, (time.perf_counter() - started) / batch)
+    task.cfld.train()
+    return best
+
+
+def measure(size: str, device: str, args: argparse.Namespace, root: Path) -> dict:
+    from atelier.training.tasks.pose import PoseTask
+
+    batch = args.train_batch or (8 if size == "full" else 16)
+    cfg = pose_config(size, root, batch)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    task = PoseTask(cfg, components=components(size), device=device)
+    step = time_training(task, cfg, device, args.train_steps)
+    result = {"device": device, "train_pairs_per_step": batch, "train_s_per_step": round(step, 4),
+              "train_s_per_pair": round(step / batch, 4), "sample_steps": args.steps, "sample_s_per_image": {}}
+    if device.startswith("cuda"):
+        result["train_peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    for sample_batch in args.sample_batches:
+        result["sample_s_per_image"][str(sample_batch)] = round(time_sampling(task, device, sample_batch, args.steps, args.repeats), 4)
+    if device.startswith("cuda"):
+        result["gpu"] = torch.cuda.get_device_name(0)
+    return result
+
+
+def print_table(results: dict) -> None:
+    print(f"{'size':<6}{'device':<8}{'train s/step':>14}{'pairs':>7}{'s/pair':>9}  sampling s/image (batch: value)")
+    for size, row in results.items():
+        if "skipped" in row:
+            print(f"{size:<6}skipped: {row['skipped']}")
+            continue
+        samples = ", ".join(f"{b}: {v:.3f}" for b, v in row["sample_s_per_image"].items())
+        print(f"{size:<6}{row['device'][:7]:<8}{row['train_s_per_step']:>14.3f}{row['train_pairs_per_step']:>7}"
+              f"{row['train_s_per_pair']:>9.4f}  {samples}")
+    print(f"published (A6000, full size): training {PUBLISHED['training_gpu_s_per_pair']} GPU-s/pair "
+          f"({PUBLISHED['training_gpu_hours']} GPU-hours), inference {PUBLISHED['inference_s_per_image']} s/image")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["tiny", "full"], choices=["tiny", "full"])
+    parser.add_argument("--device", help="device for `full` (default: cuda when present, else skipped)")
+    parser.add_argument("--train-batch", type=int, help="pairs per training step (default 8 full, 16 tiny)")
+    parser.add_argument("--train-steps", type=int, default=3, help="timed training steps after one warm-up (default 3)")
+    parser.add_argument("--sample-batches", type=int, nargs="+", default=[1, 16], help="sampling batch sizes (default 1 16)")
+    parser.add_argument("--steps", type=int, default=50, help="sampling steps (default 50, as CFLD)")
+    parser.add_argument("--repeats", type=int, default=2, help="sampling repeats, best kept (default 2)")
+    args = parser.parse_args(argv)
+
+    import diffusers
+    import transformers
+
+    from atelier import __version__
+    from atelier.data.synth import synthesize
+    from atelier.utils.io import write_json
+
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="pose-bench-") as folder:
+        for size in args.sizes:
+            device = "cpu" if size == "tiny" else args.device or ("cuda" if torch.cuda.is_available() else None)
+            if device is None:
+                results[size] = {"skipped": "no CUDA GPU (pass --device cpu to force; minutes per step)"}
+                continue
+            root = Path(folder) / size
+            if not root.exists():
+                synthesize(root, identities=8, poses_per_identity=3, size=(176, 256), seed=0, workers=1)
+            results[size] = measure(size, device, args, root / "deepfashion")
+            print(f"{size}: {results[size]}", flush=True)
+    print_table(results)
+    write_json(RESULTS, {
+        "benchmark": "pose_speed",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+        "versions": {"python": sys.version.split()[0], "atelier": __version__, "torch": torch.__version__,
+                     "diffusers": diffusers.__version__, "transformers": transformers.__version__},
+        "settings": vars(args),
+        "published": PUBLISHED,
+        "results": results,
+    })  # fmt: skip
+    print(f"saved {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""`atelier pose-transfer`: redraw a person in another pose with a CFLD model (one image, or a whole test split)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+EPILOG = """examples:
+  atelier pose-transfer --checkpoint runs/pose --source a.jpg --target-pose b.json --out out/pose
+  atelier pose-transfer --checkpoint runs/pose --source data/deepfashion/test_highres/A.jpg \\
+      --target-pose data/deepfashion/test_highres/B.jpg --out out/pose          # B's keypoints from the folder's CSVs
+  atelier pose-transfer --checkpoint runs/pose --source a.jpg --target-pose 'B.jpg:[40, 58, ...]:[88, 88, ...]' --out out/pose
+  atelier pose-transfer --checkpoint runs/pose --test-set data/deepfashion --out out/test --batch-size 16
+  atelier pose-transfer --checkpoint CFLD/checkpoints --base /models/stable-diffusion-v1-5 --test-set fashion --out out/cfld
+POSE is a keypoint JSON ({"keypoints_y": [...], "keypoints_x": [...]} or 18 [y, x] pairs, -1 = missing), an annotation
+row name:[ys]:[xs], or an image whose annotation is in --annotations CSV or in the CSVs of the folder above it.
+Keypoints are in the dataset's frame (256x176 DeepFashion, 128x64 Market-1501). Outputs are named
+<source>_2_<target>.png (what `atelier evaluate --protocol cfld --pairs CSV` matches); existing ones are kept unless
+--overwrite. Also written: OUT/preview/grid.png (source / target pose / output [/ ground truth]; in a subfolder so
+OUT holds only outputs) and OUT/settings.json.
+--checkpoint: a `pose` training run (RUN or RUN/final) or CFLD's release folder (pytorch_model.bin +
+pytorch_model_1.bin, with --base = a Stable Diffusion 1.5 folder)."""
+
+GRID_ROWS = 8
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("pose-transfer", help="pose-guided person image synthesis with a CFLD model",
+                                   epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, metavar="DIR", help="pose training run, or CFLD's release folder")
+    parser.add_argument("--base", metavar="SD", help="Stable Diffusion 1.5 folder (only with CFLD's release checkpoint)")
+    parser.add_argument("--source", metavar="IMG", help="the person to redraw")
+    parser.add_argument("--target-pose", metavar="POSE", help="keypoint JSON, annotation row, or an annotated image")
+    parser.add_argument("--annotations", metavar="CSV", help="annotation CSV to look --target-pose images up in")
+    parser.add_argument("--test-set", metavar="DIR", help="DeepFashion/Market-1501 folder: transfer every pair of a split")
+    parser.add_argument("--split", default="test", choices=["test", "train"], help="split of --test-set (default test)")
+    parser.add_argument("--limit", type=int, metavar="N", help="only the first N pairs of --test-set")
+    parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="pairs per batch (default 8)")
+    parser.add_argument("--steps", type=int, default=50, metavar="N", help="sampling steps (default 50, as CFLD)")
+    parser.add_argument("--scheduler", default="ddpm", choices=["ddpm", "ddim"], help="sampler (default ddpm, as CFLD)")
+    parser.add_argument("--pose-scale", type=float, default=2.0, metavar="S", help="guidance of the pose branch over unconditional (default 2)")
+    parser.add_argument("--full-scale", type=float, default=2.0, metavar="S", help="guidance of the full branch over the pose branch (default 2)")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: keep them)")
+    parser.set_defaults(func=run)
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    from atelier.errors import UserError
+
+    if bool(args.test_set) == bool(args.source or args.target_pose):
+        raise UserError("pass either --source IMG --target-pose POSE, or --test-set DIR (not both, not neither)")
+    if not args.test_set and not (args.source and args.target_pose):
+        raise UserError("--source and --target-pose go together: the person to redraw and the pose to draw them in")
+    if args.batch_size < 1 or args.steps < 1 or (args.limit is not None and args.limit < 1):
+        raise UserError(f"--batch-size {args.batch_size} / --steps {args.steps} / --limit {args.limit}: expected positive integers")
+
+
+def _single(args: argparse.Namespace, model) -> tuple[list[str], list[list]]:
+    """Redraw --source in --target-pose; return (written names, grid row)."""
+    import torch
+
+    from atelier.data.pairs import read_target_pose
+    from atelier.data.pose import cfld_pose_map
+    from atelier.data.transforms import load_image_tensor
+    from atelier.pipelines.pose_transfer import output_name, transfer
+    from atelier.utils.images import tensor_to_pil
+    from atelier.utils.io import save_image
+
+    config = model.config
+    name, keypoints = read_target_pose(args.target_pose, args.annotations)
+    appearance = load_image_tensor(args.source, config.appearance_size)
+    pose = cfld_pose_map(keypoints, config.pose_size, config.frame)
+    out = transfer(model, appearance[None], pose[None], steps=args.steps, scheduler=args.scheduler,
+                   pose_scale=args.pose_scale, full_scale=args.full_scale, seed=args.seed)
+    target = args.out / output_name(args.source, name)
+    save_image(out.images[0], target)
+    return [target.name], [[tensor_to_pil(appearance), tensor_to_pil(pose[:3] * 2 - 1), out.images[0]]]
+
+
+def _test_set(args: argparse.Namespace, model) -> tuple[list[str], list[list]]:
+    """Every pair of the split (or the first --limit), skipping outputs that exist; return (written names, grid rows)."""
+    from atelier.data.pairs import PosePairs, load_pairs
+    from atelier.pipelines.pose_transfer import output_name, transfer_pairs
+    from atelier.utils.images import tensor_to_pil
+    from atelier.utils.io import save_image
+    from atelier.utils.progress import progress
+
+    config = model.config
+    split = load_pairs(args.test_set, args.split)
+    pairs = PosePairs(split, config.image_size, config.appearance_size, config.pose_size, args.limit)
+    todo = [i for i, (a, b) in enumerate(pairs.pairs) if args.overwrite or not (args.out / output_name(a, b)).exists()]
+    logger.info("pose-transfer: %d pairs to draw (%d kept from earlier runs)", len(todo), len(pairs) - len(todo))
+    written, grid = [], []
+    batches = transfer_pairs(model, pairs, todo, args.batch_size, steps=args.steps, scheduler=args.scheduler,
+                             pose_scale=args.pose_scale, full_scale=args.full_scale, seed=args.seed)
+    for items, images in progress(batches, total=-(-len(todo) // args.batch_size), desc="pose-transfer"):
+        for item, image in zip(items, images):
+            name = output_name(item.source_name, item.target_name)
+            save_image(image, args.out / name)
+            written.append(name)
+            if len(grid) < GRID_ROWS:
+                grid.append([tensor_to_pil(item.appearance), tensor_to_pil(item.target_pose[:3] * 2 - 1), image,
+                             tensor_to_pil(item.target)])
+    real = split.image_dir.with_name(split.image_dir.name.replace(args.split, "train", 1))
+    print(f"score them: atelier evaluate --protocol cfld --generated {args.out} --ground-truth {split.image_dir} "
+          f"--pairs {split.pairs_file} --real {real}")
+    return written, grid
+
+
+def run(args: argparse.Namespace) -> int:
+    from atelier.commands.generate import write_settings
+    from atelier.pipelines.pose_transfer import load_pose_model
+    from atelier.utils.images import make_grid
+    from atelier.utils.io import save_image
+
+    _check_arguments(args)
+    started = time.time()
+    model = load_pose_model(args.checkpoint, args.base)
+    args.out.mkdir(parents=True, exist_ok=True)
+    written, grid = (_test_set if args.test_set else _single)(args, model)
+    if grid:
+        height, width = model.config.image_size
+        save_image(make_grid(grid, cell=(max(width, 88), max(height, 128))), args.out / "preview" / "grid.png")
+    write_settings(args, args.out, {"written": written, "image_size": list(model.config.image_size),
+                                    "seconds": round(time.time() - started, 2)})
+    print(f"wrote {len(written)} images to {args.out} (overview: {args.out / 'preview' / 'grid.png'})")
+    return 0
