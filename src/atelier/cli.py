@@ -10,11 +10,11 @@ import logging
 import sys
 
 from atelier import __version__
-from atelier.commands import demo, evaluate, generate, pose_transfer, synth, train, translate
+from atelier.commands import demo, evaluate, generate, illustrate, pose_transfer, synth, train, translate
 from atelier.errors import UserError
 
 # Each module defines add_parser(subparsers) registering its subcommand with `func` set to a plain function(args).
-COMMAND_MODULES = [synth, train, demo, evaluate, translate, generate, pose_transfer]
+COMMAND_MODULES = [synth, train, demo, evaluate, translate, generate, pose_transfer, illustrate]
 
 
 def build_parser() -> argparse.ArgumentParser:

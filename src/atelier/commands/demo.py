@@ -8,8 +8,10 @@ EPILOG = """examples:
   atelier demo                      # every stage; reuses cached data and base model on a second run
   atelier demo --task base          # one stage alone
   atelier demo --out /tmp/demo --fast
-stages: base (tiny text-to-image model; later issues add theirs). The report puts each task's numbers beside a
-trivial baseline and marks each claim PASS or FAIL."""
+stages: base (tiny text-to-image model), style (style LoRA: photo -> illustration), pose (CFLD pose transfer),
+illustrate (Uni-DlLoRA vs the style LoRA: identity kept in photo -> illustration);
+later issues add theirs.
+The report puts each task's numbers beside a trivial baseline and marks each claim PASS or FAIL."""
 
 
 def add_parser(subparsers) -> None:

@@ -16,10 +16,11 @@ logger = logging.getLogger(__name__)
 
 def _stages() -> dict[str, Callable[[DemoContext], Section]]:
     from atelier.demo.base import run_base
+    from atelier.demo.illustrate import run_illustrate
     from atelier.demo.pose import run_pose
     from atelier.demo.style import run_style
 
-    return {"base": run_base, "style": run_style, "pose": run_pose}
+    return {"base": run_base, "style": run_style, "pose": run_pose, "illustrate": run_illustrate}
 
 
 def task_names() -> list[str]:

@@ -12,6 +12,7 @@ from typing import Any
 from atelier.config import apply_overrides, from_dict, read_yaml
 from atelier.errors import UserError
 from atelier.training.tasks.autoencoder import AutoencoderConfig, AutoencoderTask
+from atelier.training.tasks.dual_lora import DualLoraConfig, DualLoraTask
 from atelier.training.tasks.image_adapter import ImageAdapterConfig, ImageAdapterTask
 from atelier.training.tasks.pose import PoseConfig, PoseTask
 from atelier.training.tasks.style_lora import StyleLoraConfig, StyleLoraTask
@@ -23,6 +24,7 @@ TASKS: dict[str, tuple[type, type]] = {
     "style-lora": (StyleLoraConfig, StyleLoraTask),
     "image-adapter": (ImageAdapterConfig, ImageAdapterTask),
     "pose": (PoseConfig, PoseTask),
+    "dual-lora": (DualLoraConfig, DualLoraTask),
 }
 
 

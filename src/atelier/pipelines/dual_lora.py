@@ -1,0 +1,128 @@
+"""Uni-DlLoRA (Liao et al. 2024) inference: img2img with Uni-adapter residuals and the illustration LoRA.
+
+The paper's sampling: SD 1.5 img2img at 512 px, DDPM 50 steps, strength 0.7 (so 35 run), guidance 5, empty
+prompt; the Uni-adapter's features are computed once from the photo and its sketch and added to the down-block
+residuals at every step, on both halves of the guidance batch (as diffusers' adapter pipelines and the released
+pipeline do); only the illustration LoRA is active. With equal prompt and negative prompt (the paper's empty
+prompt) both halves are the same computation, so guidance cannot change the result: the UNet then runs once per
+step instead of twice (identical up to float rounding). Everything after the adapter features is the style
+pipeline's SDEdit translation (`atelier.pipelines.style.translate`) run on the UNet with the residuals bound.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from atelier.errors import UserError
+from atelier.models.base import SDComponents
+from atelier.models.uni_adapter import ResidualUNet, UniAdapter, branch_weights
+from atelier.pipelines.common import SchedulerName
+from atelier.pipelines.style import translate
+
+logger = logging.getLogger(__name__)
+
+PAPER = {"strength": 0.7, "steps": 50, "guidance_scale": 5.0, "prompt": "", "scheduler": "ddpm", "size": 512}
+
+
+@dataclass
+class Illustrator:
+    """A base model with the dual LoRA loaded into its UNet, and the Uni-adapter with its sketch extractor."""
+
+    components: SDComponents
+    uni_adapter: UniAdapter
+
+
+@dataclass
+class IllustrateOutput:
+    images: list[Image.Image]
+    latents: torch.Tensor
+    sketches: torch.Tensor  # (B, 1, H, W) in [0, 1]: what the sketch adapter saw
+
+
+def _sketch_settings(checkpoint: Path):
+    """The checkpoint's sketch extractor: sketch.json (atelier), else pidnet/ (the released layout)."""
+    from atelier.config import from_dict
+    from atelier.models.sketch import PIDINET_FOLDER, SketchSettings
+
+    if (checkpoint / "sketch.json").is_file():
+        settings = from_dict(SketchSettings, json.loads((checkpoint / "sketch.json").read_text()), where="sketch.json")
+        if settings.pidinet_weights and not Path(settings.pidinet_weights).is_absolute():
+            settings.pidinet_weights = str(checkpoint / settings.pidinet_weights)
+        return settings
+    if (checkpoint / PIDINET_FOLDER).is_dir():
+        return SketchSettings(extractor="pidinet", pidinet_weights=str(checkpoint / PIDINET_FOLDER))
+    raise UserError(f"--checkpoint {checkpoint}: no sketch.json or {PIDINET_FOLDER}/ says how its sketches were made; "
+                    "pass --sketch xdog or --sketch PATH/table5_pidinet.pth")
+
+
+def _base_of(checkpoint: Path) -> str:
+    """model.base from the checkpoint's config.yaml (atelier training runs save it)."""
+    import yaml
+
+    config = checkpoint / "config.yaml"
+    base = (yaml.safe_load(config.read_text()) or {}).get("model", {}).get("base") if config.is_file() else None
+    if not base:
+        raise UserError(f"--checkpoint {checkpoint} names no base model (no config.yaml with model.base); pass --model, "
+                        "e.g. --model /models/stable-diffusion-v1-5")
+    return str(base)
+
+
+def load_illustrator(checkpoint: str | os.PathLike, base: str | None = None, lora_weights: dict[str, float] | None = None,
+                     sketch=None, device: str | torch.device | None = None) -> Illustrator:
+    """Base model + dual LoRA + Uni-adapter + sketch extractor from an atelier run's final/ or the released checkpoint."""
+    from atelier.models.base import freeze, load_components
+    from atelier.models.dual_lora import load_dual_lora, set_domain_weights
+    from atelier.models.sketch import make_sketcher
+    from atelier.models.uni_adapter import load_uni_adapter
+    from atelier.models.unidllora_checkpoint import is_released_checkpoint, load_released_duallora
+
+    checkpoint = Path(checkpoint).expanduser()
+    if not checkpoint.is_dir():
+        raise UserError(f"--checkpoint {checkpoint} is not a folder; pass a dual-lora run's final/ or the released checkpoint")
+    components = load_components(base or _base_of(checkpoint))
+    freeze(components.unet, components.vae, components.text_encoder)
+    sketcher = make_sketcher(sketch or _sketch_settings(checkpoint))
+    adapter = load_uni_adapter(checkpoint, components.unet, components.latent_scale).eval().requires_grad_(False)
+    if (checkpoint / "lora").is_dir():
+        load_dual_lora(components.unet, checkpoint / "lora", lora_weights)
+    elif is_released_checkpoint(checkpoint):
+        load_released_duallora(components.unet, checkpoint)
+        set_domain_weights(components.unet, lora_weights or {"illustration": 1.0})
+    else:
+        raise UserError(f"--checkpoint {checkpoint}: no lora/ (atelier) or custom_duallora/duallora.bin (released)")
+    components.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    adapter.to(next(components.unet.parameters()).device)
+    return Illustrator(components, UniAdapter(adapter, sketcher))
+
+
+@torch.no_grad()
+def illustrate(model: Illustrator, images: torch.Tensor, *, prompt: str = "", negative_prompt: str = "",
+               strength: float = 0.7, steps: int = 50, guidance_scale: float = 5.0, adapter_scale: float = 1.0,
+               adapter_weights: list[float] | None = None, lora_weights: dict[str, float] | None = None, seed: int = 0,
+               scheduler: SchedulerName = "ddpm", show_progress: bool = True) -> IllustrateOutput:
+    """Translate (B, 3, H, W) photos in [-1, 1]: validate -> LoRA weights -> adapter features -> SDEdit with residuals."""
+    from atelier.models.dual_lora import set_domain_weights
+
+    # 1. validate: the adapter's weights (the size is checked by the adapter and the translation)
+    weights = branch_weights(adapter_scale, adapter_weights)
+    unet = model.components.unet
+    # 2. LoRA domain weights (None keeps what the model was loaded with)
+    if lora_weights is not None:
+        set_domain_weights(unet, lora_weights)
+    # 3. encode: the photo and its sketch through the Uni-adapter, once for all steps
+    rgb, sketches = model.uni_adapter.inputs(images)
+    features = model.uni_adapter.features(rgb, sketches, weights)
+    # 4-7. timesteps -> latents -> denoise (residuals bound to the UNet) -> decode: the SDEdit translation
+    bound = dataclasses.replace(model.components, unet=ResidualUNet(unet, features))
+    guidance = 1.0 if prompt == negative_prompt else guidance_scale  # both halves identical: guidance is a no-op
+    out = translate(bound, images, [prompt] * len(images), strength=strength, steps=steps, guidance_scale=guidance,
+                    negative_prompt=negative_prompt, seed=seed, scheduler=scheduler, show_progress=show_progress)
+    return IllustrateOutput(out.images, out.latents, sketches.float().cpu())
