@@ -61,7 +61,7 @@ def test_clean_resize_and_pil_resize():
 
 def test_parse_size_and_listing(tmp_path):
     assert parse_size("256x176") == (256, 176)
-    with pytest.raises(UserError, match="--size"):
+    with pytest.raises(UserError, match="--test-size"):
         parse_size("256")
     with pytest.raises(UserError, match="no images found"):
         list_images(tmp_path, "--generated")

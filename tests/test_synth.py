@@ -120,6 +120,6 @@ def test_cli_command(tmp_path, capsys):
     assert args.func(args) == 0
     assert "4 images" in capsys.readouterr().out
     with pytest.raises(UserError, match="--size"):
-        synth_command.parse_size("176by256")
+        synth_command.run(parser.parse_args(["synth", "--out", str(tmp_path / "x"), "--size", "176by256"]))
     with pytest.raises(UserError, match="--poses-per-identity"):
         synthesize(tmp_path / "bad", poses_per_identity=1)
