@@ -68,12 +68,8 @@ class StyleLoraTask(Text2ImgTask):
         self.originals = [open_rgb(item.path) for item in progress(self.items, desc="load images")]
         logger.info("random crops: %d images kept in memory, encoded by the VAE each step", len(self.originals))
 
-    def _cache_captions(self) -> None:
-        super()._cache_captions()
-        if self.cfg.lora.text_encoder:
-            tokenizer = self.components.tokenizer
-            self.token_ids = tokenizer(self.unique_captions, padding="max_length", max_length=tokenizer.model_max_length,
-                                       truncation=True, return_tensors="pt").input_ids.to(self.device)
+    def text_encoder_trains(self) -> bool:
+        return self.cfg.lora.text_encoder
 
     def batch_latents(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if self.cfg.data.crop != "random":
@@ -88,20 +84,12 @@ class StyleLoraTask(Text2ImgTask):
         mean, std = encode_images(self.components.vae, torch.stack(crops))
         return sample_latents(mean, std, generator)
 
-    def batch_text(self, text_index: torch.Tensor) -> torch.Tensor:
-        if not self.cfg.lora.text_encoder:
-            return super().batch_text(text_index)
-        return self.components.text_encoder(self.token_ids[text_index])[0]
-
     # --- the loop's interface: only LoRA weights train and are checkpointed ---------------------------------------
     def _models(self) -> dict[str, torch.nn.Module]:
         models = {"unet": self.components.unet}
         if self.cfg.lora.text_encoder:
             models["text_encoder"] = self.components.text_encoder
         return models
-
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return list(self.trainable_state_dict().values())
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return {f"{part}.{name}": param for part, model in self._models().items()
