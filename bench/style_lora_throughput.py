@@ -1,15 +1,15 @@
 """Style-LoRA training throughput (images/s): atelier's loop against a plain loop written like diffusers' LoRA example.
 
-Reference: what diffusers' `train_text_to_image_lora.py` does each step: image transforms (resize, centre crop, flip,
-to tensor) of the batch, VAE encode + `latent_dist.sample()`, tokenize + text encoder, noise, UNet with LoRA, MSE,
-backward, clip, AdamW step; images are decoded once and kept in memory (as a loaded dataset is). Ours:
+Reference: what diffusers' `train_text_to_image_lora.py` does each step: read the batch's images (its imagefolder
+dataset decodes each image when accessed), transforms (resize, centre crop, random flip, to tensor), VAE encode +
+`latent_dist.sample()`, tokenize + text encoder, noise, UNet with LoRA, MSE, backward, clip, AdamW step. Ours:
 `atelier.training.loop.train` on a `StyleLoraTask` (latents and caption embeddings computed once and cached), timed
 end to end: task construction with its one-off caching, the loop, and its final checkpoint and LoRA file. Both use
 the same tiny SD-shaped model (random weights: speed does not depend on them), the same FashionSynth illustration
 folder, LoRA (r 8, alpha 16 on to_q/k/v/out.0), batch size and number of steps, in the same process; runs alternate
 and the best of `--repeats` is kept for each.
 
-    python bench/style_lora_throughput.py [--steps 60] [--batch-size 8] [--identities 12] [--repeats 2]
+    python bench/style_lora_throughput.py [--steps 200] [--batch-size 8] [--identities 12] [--repeats 2]
 
 Writes bench/results/style_lora_throughput.json (machine, versions, date, settings, images/s, ratio).
 """
@@ -80,13 +80,12 @@ def run_reference(root: Path, steps: int, batch_size: int) -> float:
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     items = read_captioned_folder(root, caption_prefix="an illustration, ")
     started = time.perf_counter()
-    images = [open_rgb(item.path) for item in items]  # a loaded dataset: decoded once
     rng = np.random.default_rng(0)
     for _ in range(steps):
         batch = rng.integers(0, len(items), batch_size)
         pixels = []
         for index in batch:
-            image = resize_image(images[index], RESOLUTION, "center")
+            image = resize_image(open_rgb(items[index].path), RESOLUTION, "center")
             tensor = torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1)
             pixels.append(tensor.flip(-1) if rng.random() < 0.5 else tensor)
         latents = vae.encode(torch.stack(pixels)).latent_dist.sample() * vae.config.scaling_factor
@@ -112,7 +111,7 @@ def machine() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=60, help="optimizer steps per run (default 60)")
+    parser.add_argument("--steps", type=int, default=200, help="optimizer steps per run (default 200)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per step (default 8)")
     parser.add_argument("--identities", type=int, default=12, help="FashionSynth identities (x4 poses) in the folder (default 12)")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs of each, alternating; the best counts (default 2)")

@@ -67,7 +67,7 @@ def lora_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     return {name: param for name, param in model.named_parameters() if ".lora_" in name}
 
 
-def _diffusers_layers(model: torch.nn.Module, adapter_name: str) -> dict[str, torch.Tensor]:
+def _lora_state(model: torch.nn.Module, adapter_name: str) -> dict[str, torch.Tensor]:
     """One model's LoRA tensors keyed `<module>.lora_A.weight` / `lora_B` (what diffusers' `save_lora_adapter` writes).
 
     Not converted to the older `lora.down` / `lora.up` names: diffusers converts only attention projections that way,
@@ -78,6 +78,11 @@ def _diffusers_layers(model: torch.nn.Module, adapter_name: str) -> dict[str, to
     return get_peft_model_state_dict(model, adapter_name=adapter_name)
 
 
+def _config_dict(config) -> dict:
+    """A peft LoraConfig as JSON-ready LoraConfig kwargs (sets such as target_modules become sorted lists)."""
+    return {key: sorted(value) if isinstance(value, set) else value for key, value in config.to_dict().items()}
+
+
 def save_lora(folder: str | os.PathLike, unet: torch.nn.Module, text_encoder: torch.nn.Module | None = None,
               adapter_name: str = "default") -> Path:
     """Write FOLDER/pytorch_lora_weights.safetensors in the diffusers LoRA format (config as metadata), atomically."""
@@ -85,20 +90,16 @@ def save_lora(folder: str | os.PathLike, unet: torch.nn.Module, text_encoder: to
 
     from atelier.utils.io import atomic_path
 
-    def metadata(model: torch.nn.Module) -> dict:
-        config = model.peft_config[adapter_name].to_dict()
-        return {key: sorted(value) if isinstance(value, set) else value for key, value in config.items()}
-
     with_text = text_encoder is not None and adapter_name in getattr(text_encoder, "peft_config", {})
     path = Path(folder) / WEIGHT_NAME
     with atomic_path(path) as tmp:
         StableDiffusionLoraLoaderMixin.save_lora_weights(
             tmp.parent,
-            unet_lora_layers=_diffusers_layers(unet, adapter_name),
-            text_encoder_lora_layers=_diffusers_layers(text_encoder, adapter_name) if with_text else None,
+            unet_lora_layers=_lora_state(unet, adapter_name),
+            text_encoder_lora_layers=_lora_state(text_encoder, adapter_name) if with_text else None,
             weight_name=tmp.name,
-            unet_lora_adapter_metadata=metadata(unet),
-            text_encoder_lora_adapter_metadata=metadata(text_encoder) if with_text else None,
+            unet_lora_adapter_metadata=_config_dict(unet.peft_config[adapter_name]),
+            text_encoder_lora_adapter_metadata=_config_dict(text_encoder.peft_config[adapter_name]) if with_text else None,
         )
     return path
 
@@ -116,8 +117,7 @@ def _peft_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
         state = load_file(str(weights))
     else:
         state = torch.load(weights, map_location="cpu", weights_only=True)
-    config = LoraConfig.from_pretrained(str(folder)).to_dict()
-    config = {key: sorted(value) if isinstance(value, set) else value for key, value in config.items()}
+    config = _config_dict(LoraConfig.from_pretrained(str(folder)))
     state = {key.removeprefix("base_model.model."): value for key, value in state.items()}
     return state, config
 
