@@ -113,6 +113,11 @@ UNIFORM_51 = SSIMSettings(window="uniform", win_size=51, sample_covariance=True)
 GAUSSIAN_15 = SSIMSettings(window="gaussian", sigma=1.5, sample_covariance=False)
 _FID_STANDARD_LABEL = "FID, pytorch-fid Inception (standard; not the number the paper reports)"
 _CFLD_FID_LABEL = "FID, torchvision Inception-v3 with the transform_input quirk (as the paper)"
+# pose protocols (cfld, pidm): the paper's FID, and the standard one beside it for reference
+_POSE_FEATURES = (
+    FeatureSpec("fid", "inception_torchvision", "cfld", _CFLD_FID_LABEL),
+    FeatureSpec("fid_pytorch_fid", "inception_fid", "pytorch_fid", _FID_STANDARD_LABEL),
+)
 
 PROTOCOLS: dict[str, Protocol] = {
     "cfld": Protocol(
@@ -126,10 +131,7 @@ PROTOCOLS: dict[str, Protocol] = {
         ssim={"ssim": UNIFORM_51, "ssim_256": SSIMSettings(window="gaussian", sigma=1.5, scale=255.0, data_range=None)},
         psnr=True,
         lpips={"lpips": "alex"},
-        features=(
-            FeatureSpec("fid", "inception_torchvision", "cfld", _CFLD_FID_LABEL),
-            FeatureSpec("fid_pytorch_fid", "inception_fid", "pytorch_fid", _FID_STANDARD_LABEL),
-        ),
+        features=_POSE_FEATURES,
         real_default="required",
     ),
     "pidm": Protocol(
@@ -143,10 +145,7 @@ PROTOCOLS: dict[str, Protocol] = {
         ssim={"ssim": UNIFORM_51, "ssim_256": SSIMSettings(window="gaussian", sigma=1.2, scale=255.0, data_range=None)},
         psnr=True,
         lpips={"lpips": "alex"},
-        features=(
-            FeatureSpec("fid", "inception_torchvision", "cfld", _CFLD_FID_LABEL),
-            FeatureSpec("fid_pytorch_fid", "inception_fid", "pytorch_fid", _FID_STANDARD_LABEL),
-        ),
+        features=_POSE_FEATURES,
         real_default="required",
     ),
     "standard": Protocol(

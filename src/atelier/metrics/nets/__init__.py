@@ -63,3 +63,25 @@ def randomize(module: nn.Module, seed: int) -> nn.Module:
             elif isinstance(layer, nn.BatchNorm2d):
                 layer.reset_parameters()
     return module
+
+
+class TappedFeatures(torch.nn.Module):
+    """A torchvision-layout `features` trunk that returns the activations after the layers in `tap_indices` (LPIPS)."""
+
+    features: torch.nn.Sequential
+    tap_indices: tuple[int, ...]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        taps = []
+        for index, layer in enumerate(self.features):
+            x = layer(x)
+            if index in self.tap_indices:
+                taps.append(x)
+        return taps
+
+
+def build_trunk(model: TappedFeatures, state_dict: dict | None, source: str) -> TappedFeatures:
+    """Load torchvision weights into a trunk (the classifier head is ignored) and freeze it for evaluation."""
+    if state_dict is not None:
+        load_published_weights(model, state_dict, source, ignore_prefixes=("classifier.",))
+    return model.eval().requires_grad_(False)

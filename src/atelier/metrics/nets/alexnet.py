@@ -6,15 +6,14 @@ Loads `alexnet-owt-7be5be79.pth` (torchvision) by its own names `features.<index
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from atelier.metrics.nets import load_published_weights
+from atelier.metrics.nets import TappedFeatures, build_trunk
 
 TAP_CHANNELS = (64, 192, 384, 256, 256)
 
 
-class AlexNetFeatures(nn.Module):
+class AlexNetFeatures(TappedFeatures):
     """torchvision AlexNet `features` (indices kept so state-dict keys match) with LPIPS's five ReLU outputs."""
 
     def __init__(self) -> None:
@@ -35,18 +34,7 @@ class AlexNetFeatures(nn.Module):
         )
         self.tap_indices = (1, 4, 7, 9, 11)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        taps = []
-        for index, layer in enumerate(self.features):
-            x = layer(x)
-            if index in self.tap_indices:
-                taps.append(x)
-        return taps
-
 
 def alexnet_features(state_dict: dict | None = None, source: str = "state dict") -> AlexNetFeatures:
     """Build the AlexNet trunk and load torchvision weights into it (the classifier head is ignored)."""
-    model = AlexNetFeatures()
-    if state_dict is not None:
-        load_published_weights(model, state_dict, source, ignore_prefixes=("classifier.",))
-    return model.eval().requires_grad_(False)
+    return build_trunk(AlexNetFeatures(), state_dict, source)

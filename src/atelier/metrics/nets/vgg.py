@@ -6,17 +6,16 @@ Loads `vgg16-397923af.pth` (torchvision) by its own names `features.<index>.weig
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from atelier.metrics.nets import load_published_weights
+from atelier.metrics.nets import TappedFeatures, build_trunk
 
 TAP_CHANNELS = (64, 128, 256, 512, 512)
 # torchvision's configuration "D": numbers are conv widths, "M" a 2x2 max pool.
 _CONFIG_D = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 
 
-class VGG16Features(nn.Module):
+class VGG16Features(TappedFeatures):
     """torchvision VGG16 `features` up to relu5_3 (the last pool is never used by LPIPS)."""
 
     def __init__(self) -> None:
@@ -32,18 +31,7 @@ class VGG16Features(nn.Module):
         self.features = nn.Sequential(*layers)
         self.tap_indices = (3, 8, 15, 22, 29)  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        taps = []
-        for index, layer in enumerate(self.features):
-            x = layer(x)
-            if index in self.tap_indices:
-                taps.append(x)
-        return taps
-
 
 def vgg16_features(state_dict: dict | None = None, source: str = "state dict") -> VGG16Features:
     """Build the VGG16 trunk and load torchvision weights into it (the classifier head is ignored)."""
-    model = VGG16Features()
-    if state_dict is not None:
-        load_published_weights(model, state_dict, source, ignore_prefixes=("classifier.",))
-    return model.eval().requires_grad_(False)
+    return build_trunk(VGG16Features(), state_dict, source)
