@@ -47,12 +47,16 @@ def load_image_tensor(path: str | Path, size_hw: tuple[int, int], crop: CropMode
     return pil_to_tensor(resize_image(open_rgb(path), size_hw, crop))
 
 
-def parse_size(text: str, flag: str) -> tuple[int, int]:
-    """'WxH' -> (W, H), with an error naming the flag."""
+def parse_size(text: str, flag: str, order: Literal["wh", "hw"] = "wh", minimum: int = 1) -> tuple[int, int]:
+    """'WxH' -> (W, H) (`order="wh"`, sampling sizes) or 'HxW' -> (H, W) (`order="hw"`, the papers' test sizes).
+
+    The error names the flag and the expected form; sides below `minimum` are refused.
+    """
+    form, example = ("WIDTHxHEIGHT", "176x256") if order == "wh" else ("HEIGHTxWIDTH", "256x176")
     try:
-        width, height = (int(part) for part in text.lower().split("x"))
-        if width <= 0 or height <= 0:
-            raise ValueError
+        first, second = (int(part) for part in text.lower().split("x"))
     except ValueError:
-        raise UserError(f"{flag} {text!r}: expected WIDTHxHEIGHT with positive integers, e.g. 176x256") from None
-    return width, height
+        raise UserError(f"{flag} {text!r}: expected {form} with positive integers, e.g. {example}") from None
+    if min(first, second) < max(minimum, 1):
+        raise UserError(f"{flag} {text}: each side must be at least {max(minimum, 1)} px, e.g. {example}")
+    return first, second

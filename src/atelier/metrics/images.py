@@ -25,20 +25,16 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from atelier.data import transforms
+from atelier.data.transforms import open_rgb  # re-exported: the one image opener
 from atelier.errors import UserError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def parse_size(text: str, flag: str = "--test-size") -> tuple[int, int]:
-    """Parse 'HxW' (e.g. 256x176) into (height, width)."""
-    try:
-        height, width = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"{flag} {text!r}: expected HEIGHTxWIDTH such as 256x176 or 512x352") from None
-    if height < 16 or width < 16:
-        raise UserError(f"{flag} {text}: images smaller than 16x16 cannot be evaluated; use e.g. 256x176")
-    return height, width
+    """Parse a test size 'HxW' (e.g. 256x176, the papers' convention) into (height, width); at least 16 px a side."""
+    return transforms.parse_size(text, flag, order="hw", minimum=16)
 
 
 def list_images(folder: str | os.PathLike, flag: str) -> list[Path]:
@@ -50,15 +46,6 @@ def list_images(folder: str | os.PathLike, flag: str) -> list[Path]:
     if not files:
         raise UserError(f"{flag} {folder}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)} directly inside)")
     return files
-
-
-def open_rgb(path: str | os.PathLike) -> Image.Image:
-    """Open an image file as RGB, with a clear error for unreadable files."""
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError) as error:
-        raise UserError(f"cannot read image {path} ({error}); remove or replace the file") from error
 
 
 def to_chw(image: Image.Image) -> np.ndarray:
