@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from atelier.models.speed import SpeedConfig
 
 EPILOG = """examples:
   atelier generate --model runs/demo/base/unet/final --lora runs/style/final --prompt "an illustration, a woman wearing a red dress" --out out/gen
@@ -24,6 +29,37 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
     parser.add_argument("--size", metavar="WxH", help="output size in pixels (default: the model's native size, e.g. 512x512)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+
+
+def add_speed_arguments(parser: argparse.ArgumentParser, compile_default: str) -> None:
+    """Options of the inference speed features (atelier.models.speed); `compile_default` says when --compile is on."""
+    group = parser.add_argument_group("speed")
+    group.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], help="weight precision (default auto: bf16 on CUDA, fp32 on CPU)")
+    group.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                       help=f"torch.compile the UNet (default {compile_default}; runs eagerly with a warning where no compiler works)")
+    group.add_argument("--vae-tiling", choices=["auto", "on", "off"], help="VAE in tiles (default auto: only images above 1024 px on a side)")
+    group.add_argument("--plain", action="store_true", help="the reference path: fp32 and every speed feature off (slow; for checking)")
+
+
+def speed_from_args(args: argparse.Namespace, many: bool) -> SpeedConfig:
+    """The SpeedConfig the speed flags ask for. --compile defaults to on for `many` (a folder or test-set run) on CUDA;
+    on CPU it stays off unless asked for: compiling even the tiny UNet takes minutes there and never pays back."""
+    import torch
+
+    from atelier.errors import UserError
+    from atelier.models.speed import SpeedConfig
+
+    if args.plain:
+        clashes = [flag for flag, clash in (("--dtype", args.dtype not in (None, "fp32")), ("--compile", args.compile is True),
+                                            ("--vae-tiling", args.vae_tiling == "on")) if clash]
+        if clashes:
+            raise UserError(f"--plain runs the reference path (fp32, every speed feature off); drop {' and '.join(clashes)} "
+                            "or drop --plain")
+        return SpeedConfig.plain()
+    tiling = {None: None, "auto": None, "on": True, "off": False}[args.vae_tiling]
+    compile_default = many and torch.cuda.is_available()
+    return SpeedConfig(dtype=args.dtype or "auto", compile=compile_default if args.compile is None else args.compile,
+                       vae_tiling=tiling)
 
 
 def size_hw(components, text: str | None, flag: str = "--size") -> tuple[int, int]:
@@ -61,6 +97,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--num-images", type=int, default=1, metavar="N", help="images per prompt (default 1)")
     parser.add_argument("--steps", type=int, default=30, metavar="N", help="sampling steps (default 30)")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty OUT")
+    add_speed_arguments(parser, compile_default="off: one batch does not repay the compile time")
     parser.set_defaults(func=run)
 
 
@@ -77,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--num-images {args.num_images} / --steps {args.steps}: expected positive integers")
     out_dir = prepare_out_dir(args.out, args.overwrite)
     started = time.time()
-    components, _ = load_style_model(args.model, args.lora, args.lora_scale)
+    speed = speed_from_args(args, many=False)
+    components, _ = load_style_model(args.model, args.lora, args.lora_scale, speed=speed)
     out = generate(components, [args.prompt] * args.num_images, size_hw=size_hw(components, args.size), steps=args.steps,
                    guidance_scale=args.guidance_scale, negative_prompt=args.negative_prompt, seed=args.seed,
                    scheduler=args.scheduler)
@@ -85,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     for path, image in zip(paths, out.images):
         save_image(image, path)
     save_image(make_grid([out.images]), out_dir / "grid.png")
-    write_settings(args, out_dir, {"outputs": [p.name for p in paths], "seconds": round(time.time() - started, 2)})
+    write_settings(args, out_dir, {"outputs": [p.name for p in paths], "speed": asdict(speed),
+                                   "seconds": round(time.time() - started, 2)})
     print(f"wrote {len(paths)} images, grid.png and settings.json to {out_dir}")
     return 0

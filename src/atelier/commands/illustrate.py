@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
+
+from atelier.commands.generate import add_speed_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--size", metavar="WxH", help="output size (default: the model's native size, 512x512 for SD 1.5)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="images per batch (default 4)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: keep them)")
+    add_speed_arguments(parser, compile_default="on for folder INPUTs on CUDA, otherwise off")
     parser.set_defaults(func=run)
 
 
@@ -55,7 +59,7 @@ def _sketch_override(text: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from atelier.commands.generate import size_hw, write_settings
+    from atelier.commands.generate import size_hw, speed_from_args, write_settings
     from atelier.commands.translate import collect_inputs, convert_in_batches
     from atelier.errors import UserError
     from atelier.models.dual_lora import parse_weights
@@ -73,8 +77,9 @@ def run(args: argparse.Namespace) -> int:
     todo = [(source, target) for source, target in pairs if args.overwrite or not target.exists()]
     logger.info("illustrate: %d images (%d kept from earlier runs)", len(todo), len(pairs) - len(todo))
     written, skipped, grid = [], [], []
+    speed = speed_from_args(args, many=any(Path(text).expanduser().is_dir() for text in args.inputs))
     if todo:
-        model = load_illustrator(args.checkpoint, args.model, lora_weights, _sketch_override(args.sketch))
+        model = load_illustrator(args.checkpoint, args.model, lora_weights, _sketch_override(args.sketch), speed=speed)
 
         def convert(images):
             return illustrate(model, images, prompt=args.prompt, negative_prompt=args.negative_prompt, strength=args.strength,
@@ -87,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         save_image(make_grid(grid), args.out / "grid.png")
     args.out.mkdir(parents=True, exist_ok=True)
     write_settings(args, args.out, {"lora_weights_used": lora_weights, "adapter_weights_used": adapter_weights,
-                                    "written": written, "kept": len(pairs) - len(todo), "skipped": skipped,
+                                    "speed": asdict(speed), "written": written, "kept": len(pairs) - len(todo), "skipped": skipped,
                                     "seconds": round(time.time() - started, 2)})
     print(f"illustrated {len(written)} images into {args.out} ({len(pairs) - len(todo)} existing kept, {len(skipped)} skipped)")
     for entry in skipped:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
+
+from atelier.commands.generate import add_speed_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: keep them)")
+    add_speed_arguments(parser, compile_default="on with --test-set on CUDA, otherwise off")
     parser.set_defaults(func=run)
 
 
@@ -114,20 +118,21 @@ def _test_set(args: argparse.Namespace, model) -> tuple[list[str], list[list]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from atelier.commands.generate import write_settings
+    from atelier.commands.generate import speed_from_args, write_settings
     from atelier.pipelines.pose_transfer import load_pose_model
     from atelier.utils.images import make_grid
     from atelier.utils.io import save_image
 
     _check_arguments(args)
     started = time.time()
-    model = load_pose_model(args.checkpoint, args.base)
+    speed = speed_from_args(args, many=bool(args.test_set))
+    model = load_pose_model(args.checkpoint, args.base, speed=speed)
     args.out.mkdir(parents=True, exist_ok=True)
     written, grid = (_test_set if args.test_set else _single)(args, model)
     if grid:
         height, width = model.config.image_size
         save_image(make_grid(grid, cell=(max(width, 88), max(height, 128))), args.out / "preview" / "grid.png")
-    write_settings(args, args.out, {"written": written, "image_size": list(model.config.image_size),
+    write_settings(args, args.out, {"written": written, "image_size": list(model.config.image_size), "speed": asdict(speed),
                                     "seconds": round(time.time() - started, 2)})
     print(f"wrote {len(written)} images to {args.out} (overview: {args.out / 'preview' / 'grid.png'})")
     return 0

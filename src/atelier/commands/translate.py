@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from atelier.commands.generate import add_model_arguments, size_hw, write_settings
+from atelier.commands.generate import add_model_arguments, add_speed_arguments, size_hw, speed_from_args, write_settings
 
 if TYPE_CHECKING:
     import torch
@@ -39,6 +40,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--steps", type=int, default=100, metavar="N", help="scheduler steps; strength x N of them run (default 100)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="images per batch (default 4)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: keep them)")
+    add_speed_arguments(parser, compile_default="on for folder INPUTs on CUDA, otherwise off")
     parser.set_defaults(func=run)
 
 
@@ -117,8 +119,9 @@ def run(args: argparse.Namespace) -> int:
     prompt = args.prompt if args.prompt is not None else default_prompt(args.lora)
     logger.info("translate: %d images (%d kept from earlier runs), prompt %r", len(todo), len(pairs) - len(todo), prompt)
     skipped, grid, written = [], [], []
+    speed = speed_from_args(args, many=any(Path(text).expanduser().is_dir() for text in args.inputs))
     if todo:
-        components, adapter = load_style_model(args.model, args.lora, args.lora_scale, args.image_adapter)
+        components, adapter = load_style_model(args.model, args.lora, args.lora_scale, args.image_adapter, speed=speed)
 
         def convert(images):
             return translate(components, images, [prompt] * len(images), strength=args.strength, steps=args.steps,
@@ -130,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     if grid:
         save_image(make_grid(grid), args.out / "grid.png")
     args.out.mkdir(parents=True, exist_ok=True)
-    write_settings(args, args.out, {"prompt_used": prompt, "written": written,
+    write_settings(args, args.out, {"prompt_used": prompt, "written": written, "speed": asdict(speed),
                                     "kept": len(pairs) - len(todo), "skipped": skipped, "seconds": round(time.time() - started, 2)})
     print(f"translated {len(written)} images into {args.out} ({len(pairs) - len(todo)} existing kept, {len(skipped)} skipped)")
     for entry in skipped:

@@ -114,9 +114,10 @@ class ImageAdapter:
 
 
 def _ip_processors(unet: torch.nn.Module) -> list:
-    from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
+    """The IP-Adapter processors in attention order: SDPA ones, or classic ones where `models.speed` swapped them."""
+    from diffusers.models.attention_processor import IPAdapterAttnProcessor, IPAdapterAttnProcessor2_0
 
-    return [p for p in unet.attn_processors.values() if isinstance(p, IPAdapterAttnProcessor2_0)]
+    return [p for p in unet.attn_processors.values() if isinstance(p, (IPAdapterAttnProcessor, IPAdapterAttnProcessor2_0))]
 
 
 def _base_linear(module: torch.nn.Module) -> torch.nn.Linear:

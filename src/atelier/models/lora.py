@@ -11,7 +11,8 @@ Choices:
   calls `pipe.load_lora_weights` makes, so atelier and diffusers read a file identically. A PEFT adapter folder
   (`adapter_config.json` + `adapter_model.safetensors`, at the root or in `unet/` and `text_encoder/`) is converted
   to the same call: its keys lose PEFT's `base_model.model.` prefix and its config becomes the metadata.
-- Scale and fuse go through PEFT's layer API (`set_scale`, `merge`), one path for the UNet and the text encoder.
+- Scale and fuse go through PEFT's layer API (`set_scale`, `merge`), one path for the UNet and the text encoder; fusing
+  also removes the PEFT wrappers (the scale is then fixed). Both drop cached text embeddings (models.encode).
 """
 
 from __future__ import annotations
@@ -179,7 +180,7 @@ def load_lora(unet: torch.nn.Module, text_encoder: torch.nn.Module | None, path:
     except (ValueError, RuntimeError, TypeError) as error:
         raise UserError(f"--lora {path} does not fit this base model ({str(error).splitlines()[0][:200]}); "
                         "use a LoRA trained for the same base (SD 1.x)") from None
-    set_lora_scale([unet, text_encoder], scale, adapter_name)
+    set_lora_scale([unet, text_encoder], scale, adapter_name)  # also drops cached embeddings of the old weights
     logger.info("loaded LoRA %s (%d tensors, scale %.2f)", path, len(state), scale)
 
 
@@ -191,11 +192,37 @@ def _lora_layers(models: list[torch.nn.Module | None]):
 
 def set_lora_scale(models: list[torch.nn.Module | None], scale: float, adapter_name: str = "style") -> None:
     """Scale a LoRA's contribution (0 = off, 1 = as trained) in every layer of the given models."""
+    from atelier.models.encode import clear_text_cache
+
     for layer in _lora_layers(models):
         layer.set_scale(adapter_name, scale)
+    for model in models:
+        if model is not None:
+            clear_text_cache(model)  # a text encoder's embeddings change with the scale
 
 
-def fuse_lora(models: list[torch.nn.Module | None], adapter_name: str = "style") -> None:
-    """Merge the LoRA (at its current scale) into the base weights, so inference runs at the base model's speed."""
-    for layer in _lora_layers(models):
-        layer.merge(adapter_names=[adapter_name])
+def fuse_lora(models: list[torch.nn.Module | None]) -> int:
+    """Merge every LoRA layer's active adapters (at their current scales) into the base weights and put the plain base
+    layer back in its place (diffusers' fuse_lora + unload_lora): inference runs at the base model's speed and the
+    attention projections are plain Linear layers again (QKV fusion applies); the scale is fixed from then on.
+    Returns the number of LoRA layers removed."""
+    from peft.tuners.lora import LoraLayer
+
+    from atelier.models.encode import clear_text_cache
+
+    fused = 0
+    for model in filter(None, models):
+        layers = [(name, module) for name, module in model.named_modules() if isinstance(module, LoraLayer)]
+        for name, layer in layers:
+            pending = [adapter for adapter in layer.active_adapters if adapter not in layer.merged_adapters]
+            if pending:
+                layer.merge(adapter_names=pending)
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, layer.get_base_layer())
+        if layers:
+            if hasattr(model, "peft_config"):
+                del model.peft_config  # no adapter is left to configure (as diffusers' unload_lora does)
+            model._hf_peft_config_loaded = False
+            clear_text_cache(model)
+        fused += len(layers)
+    return fused

@@ -52,18 +52,22 @@ def classifier_free_guidance(unet, cond: torch.Tensor, uncond: torch.Tensor, gui
     """eps = eps_uncond + s (eps_cond - eps_uncond) (Ho & Salimans 2022); one batched UNet call when s != 1.
 
     `image_embeds` = (cond, uncond) image-adapter embeddings (IP-Adapter, Ye et al. 2023), batched like the text.
+    The UNet's inputs are cast to its weights' dtype; the guidance and everything after run in fp32.
     """
+    dtype = next(unet.parameters()).dtype
+    cond, uncond = cond.to(dtype), uncond.to(dtype)
     single, doubled = {}, {}  # the UNet's image inputs for the cond-only and the [uncond; cond] call
     if image_embeds is not None:
-        image_cond, image_uncond = image_embeds
+        image_cond, image_uncond = (embeds.to(dtype) for embeds in image_embeds)
         single = {"added_cond_kwargs": {"image_embeds": [image_cond]}}
         doubled = {"added_cond_kwargs": {"image_embeds": [torch.cat([image_uncond, image_cond])]}}
 
     def predict(latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        latents = latents.to(dtype)
         if guidance_scale == 1.0:
-            return unet(latents, t, cond, **single, **unet_kwargs).sample
+            return unet(latents, t, cond, **single, **unet_kwargs).sample.float()
         both = unet(torch.cat([latents, latents]), t, torch.cat([uncond, cond]), **doubled, **unet_kwargs).sample
-        eps_uncond, eps_cond = both.chunk(2)
+        eps_uncond, eps_cond = both.float().chunk(2)
         return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
 
     return predict
@@ -71,7 +75,7 @@ def classifier_free_guidance(unet, cond: torch.Tensor, uncond: torch.Tensor, gui
 
 @torch.no_grad()
 def decode_latents(vae, latents: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-    """Latents -> images in [-1, 1] (scaling factor undone)."""
+    """Latents -> images in [-1, 1] (scaling factor undone), in fp32 whatever the VAE's dtype."""
     param = next(vae.parameters())
     images = [vae.decode(chunk.to(param.device, param.dtype) / vae.config.scaling_factor).sample
               for chunk in latents.split(batch_size)]

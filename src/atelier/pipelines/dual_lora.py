@@ -23,6 +23,7 @@ from PIL import Image
 
 from atelier.errors import UserError
 from atelier.models.base import SDComponents
+from atelier.models.speed import SpeedConfig, apply_speed, cast
 from atelier.models.uni_adapter import ResidualUNet, UniAdapter, branch_weights
 from atelier.pipelines.common import SchedulerName
 from atelier.pipelines.style import translate
@@ -38,6 +39,7 @@ class Illustrator:
 
     components: SDComponents
     uni_adapter: UniAdapter
+    fused_lora_weights: dict[str, float] | None = None  # the domain weights baked into the UNet (SpeedConfig.fuse_lora)
 
 
 @dataclass
@@ -76,10 +78,11 @@ def _base_of(checkpoint: Path) -> str:
 
 
 def load_illustrator(checkpoint: str | os.PathLike, base: str | None = None, lora_weights: dict[str, float] | None = None,
-                     sketch=None, device: str | torch.device | None = None) -> Illustrator:
-    """Base model + dual LoRA + Uni-adapter + sketch extractor from an atelier run's final/ or the released checkpoint."""
+                     sketch=None, device: str | torch.device | None = None, speed: SpeedConfig | None = None) -> Illustrator:
+    """Base model + dual LoRA + Uni-adapter + sketch extractor from an atelier run's final/ or the released checkpoint,
+    made fast by `speed` (default `SpeedConfig()`; with its fuse_lora the domain weights are fixed at `lora_weights`)."""
     from atelier.models.base import freeze, load_components
-    from atelier.models.dual_lora import load_dual_lora, set_domain_weights
+    from atelier.models.dual_lora import PAPER_WEIGHTS, load_dual_lora
     from atelier.models.sketch import make_sketcher
     from atelier.models.uni_adapter import load_uni_adapter
     from atelier.models.unidllora_checkpoint import is_released_checkpoint, load_released_duallora
@@ -92,15 +95,37 @@ def load_illustrator(checkpoint: str | os.PathLike, base: str | None = None, lor
     sketcher = make_sketcher(sketch or _sketch_settings(checkpoint))
     adapter = load_uni_adapter(checkpoint, components.unet, components.latent_scale).eval().requires_grad_(False)
     if (checkpoint / "lora").is_dir():
-        load_dual_lora(components.unet, checkpoint / "lora", lora_weights)
+        weights = lora_weights if lora_weights is not None else PAPER_WEIGHTS
+        load_dual_lora(components.unet, checkpoint / "lora", weights)
     elif is_released_checkpoint(checkpoint):
-        load_released_duallora(components.unet, checkpoint)
-        set_domain_weights(components.unet, lora_weights or {"illustration": 1.0})
+        weights = lora_weights or {"illustration": 1.0}
+        load_released_duallora(components.unet, checkpoint)  # the weights are set below
     else:
         raise UserError(f"--checkpoint {checkpoint}: no lora/ (atelier) or custom_duallora/duallora.bin (released)")
-    components.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    adapter.to(next(components.unet.parameters()).device)
-    return Illustrator(components, UniAdapter(adapter, sketcher))
+    model = Illustrator(components, UniAdapter(adapter, sketcher))
+    return apply_speed_to_illustrator(model, speed or SpeedConfig(), weights, device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def apply_speed_to_illustrator(model: Illustrator, speed: SpeedConfig, lora_weights: dict[str, float],
+                               device: str | torch.device | None = None) -> Illustrator:
+    """Set the LoRA domain weights and apply `speed` in place (models.speed); with speed.fuse_lora the weights are
+    fused in and recorded, and `illustrate` refuses other weights from then on."""
+    from atelier.models.dual_lora import set_domain_weights
+
+    set_domain_weights(model.components.unet, lora_weights)
+    apply_speed(model.components, speed, device)
+    param = next(model.components.unet.parameters())
+    model.uni_adapter.adapter.to(param.device)
+    cast(model.uni_adapter.adapter, param.dtype)
+    model.fused_lora_weights = _all_domains(lora_weights) if speed.fuse_lora else None
+    return model
+
+
+def _all_domains(weights: dict[str, float]) -> dict[str, float]:
+    """Domain weights with every domain named (0 for those left out), for comparing two settings."""
+    from atelier.models.dual_lora import DOMAINS
+
+    return {domain: float(weights.get(domain, 0.0)) for domain in DOMAINS}
 
 
 @torch.no_grad()
@@ -114,12 +139,18 @@ def illustrate(model: Illustrator, images: torch.Tensor, *, prompt: str = "", ne
     # 1. validate: the adapter's weights (the size is checked by the adapter and the translation)
     weights = branch_weights(adapter_scale, adapter_weights)
     unet = model.components.unet
-    # 2. LoRA domain weights (None keeps what the model was loaded with)
-    if lora_weights is not None:
+    # 2. LoRA domain weights (None keeps what the model was loaded with; a fused LoRA cannot change them)
+    if lora_weights is not None and model.fused_lora_weights is not None:
+        if _all_domains(lora_weights) != model.fused_lora_weights:
+            raise UserError(f"lora_weights {_all_domains(lora_weights)}: this model's LoRA was fused in at load with "
+                            f"{model.fused_lora_weights}; pass the weights when loading (--lora-weights), or load with "
+                            "SpeedConfig(fuse_lora=False) to switch them per call")
+    elif lora_weights is not None:
         set_domain_weights(unet, lora_weights)
     # 3. encode: the photo and its sketch through the Uni-adapter, once for all steps
     rgb, sketches = model.uni_adapter.inputs(images)
-    features = model.uni_adapter.features(rgb, sketches, weights)
+    dtype = next(unet.parameters()).dtype
+    features = [feature.to(dtype) for feature in model.uni_adapter.features(rgb, sketches, weights)]
     # 4-7. timesteps -> latents -> denoise (residuals bound to the UNet) -> decode: the SDEdit translation
     bound = dataclasses.replace(model.components, unet=ResidualUNet(unet, features))
     guidance = 1.0 if prompt == negative_prompt else guidance_scale  # both halves identical: guidance is a no-op

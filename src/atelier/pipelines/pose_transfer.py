@@ -27,6 +27,7 @@ from atelier.config import from_dict, read_yaml, save_yaml
 from atelier.data.pose import FRAME_HW
 from atelier.errors import UserError
 from atelier.models.cfld.model import CFLD, CFLDConfig, Conditioning
+from atelier.models.speed import SpeedConfig, apply_speed_to_unet, apply_speed_to_vae, cast, set_attention
 from atelier.pipelines.common import SchedulerName, decode_latents, denoise, make_scheduler
 from atelier.utils.images import tensor_to_pil
 
@@ -117,8 +118,10 @@ def _load_release(folder: Path, base: str | None) -> PoseModel:
     return PoseModel(cfld, components.vae, components.scheduler, config)
 
 
-def load_pose_model(checkpoint: str | Path, base: str | None = None, device: str | torch.device | None = None) -> PoseModel:
-    """atelier's CFLD folder (run or run/final) or CFLD's release folder (needs `base`), in eval mode on `device`."""
+def load_pose_model(checkpoint: str | Path, base: str | None = None, device: str | torch.device | None = None,
+                    speed: SpeedConfig | None = None) -> PoseModel:
+    """atelier's CFLD folder (run or run/final) or CFLD's release folder (needs `base`), in eval mode on `device`,
+    made fast by `speed` (default `SpeedConfig()`; `SpeedConfig.plain()` is the reference path)."""
     from atelier.models.base import freeze
     from atelier.models.cfld.checkpoint import find_release_files
 
@@ -133,9 +136,19 @@ def load_pose_model(checkpoint: str | Path, base: str | None = None, device: str
         raise UserError(f"--checkpoint {checkpoint}: expected a pose training run (RUN/ or RUN/final/ with {MODEL_CONFIG}) "
                         "or CFLD's release folder (pytorch_model.bin + pytorch_model_1.bin)")
     freeze(model.cfld, model.vae)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return apply_speed_to_pose_model(model, speed or SpeedConfig(), device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def apply_speed_to_pose_model(model: PoseModel, speed: SpeedConfig, device: str | torch.device | None = None) -> PoseModel:
+    """Apply `speed` to a CFLD model in place (models.speed): its UNet, its conditioning parts and the VAE."""
+    device = torch.device(device) if device is not None else next(model.cfld.parameters()).device
+    for part in model.cfld.children():  # the conditioning parts' transformer blocks; the UNet's below
+        if part is not model.cfld.unet:
+            set_attention(part, speed.sdpa, speed.fuse_qkv)
     model.cfld.to(device)
-    model.vae.to(device)
+    cast(model.cfld, speed.torch_dtype(device))
+    apply_speed_to_unet(model.cfld.unet, speed, device)  # CFLD's query-bias processors are kept (always SDPA)
+    apply_speed_to_vae(model.vae, speed, device)
     return model
 
 
@@ -156,15 +169,15 @@ def guided_noise(eps_uc: torch.Tensor, eps_pose: torch.Tensor, eps_full: torch.T
 
 def cfld_guidance(cfld: CFLD, cond: Conditioning, pose_scale: float, full_scale: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """predict_noise(latents, t) running the unconditional, pose and full branches as one 3B-batch UNet call."""
-    batch = cond.context.shape[0]
-    null = cfld.null_context(batch).to(cond.context.dtype)
-    context = torch.cat([null, null, cond.context])
-    pose_features = [torch.cat([torch.zeros_like(f), f, f]) for f in cond.pose_features]
+    batch, dtype = cond.context.shape[0], next(cfld.unet.parameters()).dtype
+    null = cfld.null_context(batch)
+    context = torch.cat([null, null, cond.context]).to(dtype)
+    pose_features = [torch.cat([torch.zeros_like(f), f, f]).to(dtype) for f in cond.pose_features]
     query_bias = {k: torch.cat([torch.zeros_like(b), torch.zeros_like(b), b]) for k, b in cond.query_bias.items()}
 
     def predict(latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        eps = cfld(torch.cat([latents] * 3), t, context, pose_features, query_bias).sample
-        return guided_noise(*eps.chunk(3), pose_scale, full_scale)
+        eps = cfld(torch.cat([latents] * 3).to(dtype), t, context, pose_features, query_bias).sample
+        return guided_noise(*eps.float().chunk(3), pose_scale, full_scale)  # guidance and sampler in fp32
 
     return predict
 
@@ -183,9 +196,10 @@ def transfer(model: PoseModel, appearance: torch.Tensor, target_pose: torch.Tens
                          f"{model.config.pose_size[1]}) CFLD pose maps")
     if steps < 1:
         raise UserError(f"--steps {steps}: expected a positive number of sampling steps")
-    device = next(model.cfld.parameters()).device
+    param = next(model.cfld.parameters())
+    device = param.device
     # 2. encode the conditions: decoder context, pose residuals, query biases
-    cond = model.cfld.condition(appearance.to(device), target_pose.to(device), latent_hw)
+    cond = model.cfld.condition(appearance.to(device, param.dtype), target_pose.to(device, param.dtype), latent_hw)
     # 3. timesteps
     sampler = make_scheduler(scheduler, model.scheduler.config)
     sampler.set_timesteps(steps, device=device)

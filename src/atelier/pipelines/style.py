@@ -19,6 +19,7 @@ from atelier.errors import UserError
 from atelier.models.adapters import ImageAdapter
 from atelier.models.base import SDComponents
 from atelier.models.encode import encode_images, encode_prompts
+from atelier.models.speed import SpeedConfig, apply_speed, cast, set_encoder_attention
 from atelier.pipelines.common import (SchedulerName, classifier_free_guidance, decode_latents, denoise,
                                       img2img_timesteps, make_scheduler)
 from atelier.utils.images import tensor_to_pil
@@ -33,21 +34,26 @@ class TranslateOutput:
 
 
 def load_style_model(base: str, lora: str | None = None, lora_scale: float = 1.0, image_adapter: str | None = None,
-                     device: str | torch.device | None = None) -> tuple[SDComponents, ImageAdapter | None]:
-    """Base SD 1.x components with a style LoRA fused in (diffusers or PEFT format) and an image adapter attached."""
+                     device: str | torch.device | None = None,
+                     speed: SpeedConfig | None = None) -> tuple[SDComponents, ImageAdapter | None]:
+    """Base SD 1.x components with a style LoRA (diffusers or PEFT format) and an image adapter attached, made fast by
+    `speed` (default `SpeedConfig()`: the LoRA fused in, bf16 on CUDA, ...; `SpeedConfig.plain()` is the reference)."""
     from atelier.models.adapters import load_image_adapter
     from atelier.models.base import freeze, load_components
-    from atelier.models.lora import fuse_lora, load_lora
+    from atelier.models.lora import load_lora
 
+    speed = speed or SpeedConfig()
     components = load_components(base)
     freeze(components.unet, components.vae, components.text_encoder)
     if lora:
         load_lora(components.unet, components.text_encoder, lora, scale=lora_scale)
-        fuse_lora([components.unet, components.text_encoder])  # merged once: sampling runs at the base model's speed
     adapter = load_image_adapter(image_adapter, components.unet) if image_adapter else None
-    components.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    apply_speed(components, speed, device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if adapter is not None:
-        adapter.image_encoder.to(next(components.unet.parameters()).device)
+        param = next(components.unet.parameters())
+        set_encoder_attention(adapter.image_encoder, speed.sdpa)
+        adapter.image_encoder.to(param.device)
+        cast(adapter.image_encoder, param.dtype)
     return components, adapter
 
 
@@ -74,7 +80,7 @@ def translate(components: SDComponents, images: torch.Tensor, prompts: list[str]
     # 3. encode: prompts, the images' latents and (with an adapter) their image embeddings; zeros are "no image"
     cond = encode_prompts(components.tokenizer, components.text_encoder, prompts, device)
     uncond = encode_prompts(components.tokenizer, components.text_encoder, [negative_prompt], device).expand_as(cond)
-    init, _ = encode_images(components.vae, images.to(device))
+    init = encode_images(components.vae, images.to(device))[0].float()  # the sampler works in fp32
     image_embeds = None
     if image_adapter is not None:
         image_adapter.set_scale(image_cond_scale)
