@@ -160,14 +160,20 @@ def set_layout(module: torch.nn.Module, channels_last: bool) -> None:
 
 
 def set_backend_flags(speed: SpeedConfig, device: torch.device | str) -> None:
-    """TF32 and cuDNN autotuning as `speed` says, on CUDA only (process-wide torch settings)."""
+    """Turn TF32 and cuDNN autotuning on, on CUDA only, when `speed` asks (process-wide torch settings).
+
+    A feature that is off leaves torch's own setting alone (torch's default already allows TF32 in cuDNN
+    convolutions), so loading a plain model never changes what other models in the process run under.
+    """
     if torch.device(device).type != "cuda":
         return
     # the allow_tf32 flags, not torch >= 2.9's fp32_precision: after the new API, reading allow_tf32 raises (diffusers,
     # transformers and accelerate read it); setting allow_tf32 keeps both readable
-    torch.backends.cuda.matmul.allow_tf32 = speed.tf32
-    torch.backends.cudnn.allow_tf32 = speed.tf32
-    torch.backends.cudnn.benchmark = speed.cudnn_benchmark
+    if speed.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if speed.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
 
 
 def set_encoder_attention(encoder: torch.nn.Module, sdpa: bool) -> None:
