@@ -29,8 +29,10 @@ demo: install
 test: install-dev
 	$(BIN)/python -m pytest
 
+# `make bench` = the tiny suite on CPU; `make bench SIZE=sd15` = SD 1.5's architecture at 512 px on a CUDA GPU.
+SIZE ?= tiny
 bench: install-dev
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench --size $(SIZE)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,39 +1,54 @@
-"""`python -m bench` (or `make bench`): run every benchmark script in bench/ in turn, then print their results.
+"""`python -m bench` (or `make bench`): the speed suite, one table (see bench/suite.py and `python -m bench --help`).
 
-Each script is runnable alone (`python bench/NAME.py --help`), measures ours against the reference approach in the
-same run, and writes bench/results/NAME.json with the machine, library versions and date.
+`python -m bench --scripts [NAME ...]` instead runs the standalone benchmark scripts in bench/ (eval_speed, pose_speed,
+style_lora_throughput, synth_speed; all, or those named) in turn, each writing its own bench/results/NAME.json.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+SCRIPTS = sorted(p.stem for p in HERE.glob("*.py") if not p.name.startswith("_") and p.stem != "suite")
 
 
-def main(argv: list[str]) -> int:
-    only = set(argv)
-    scripts = sorted(p for p in HERE.glob("*.py") if not p.name.startswith("_") and (not only or p.stem in only))
+def run_scripts(names: list[str]) -> int:
+    """Run the named scripts (all when none) as separate processes; print their headline results."""
+    unknown = sorted(set(names) - set(SCRIPTS))
+    if unknown:
+        print(f"--scripts {' '.join(unknown)}: unknown; expected some of {', '.join(SCRIPTS)}", file=sys.stderr)
+        return 2
     failed = []
-    for script in scripts:
-        print(f"\n=== {script.stem} ===", flush=True)
+    for name in names or SCRIPTS:
+        print(f"\n=== {name} ===", flush=True)
         started = time.time()
-        code = subprocess.call([sys.executable, str(script)])
-        print(f"--- {script.stem}: exit {code}, {time.time() - started:.0f} s", flush=True)
+        code = subprocess.call([sys.executable, str(HERE / f"{name}.py")])
+        print(f"--- {name}: exit {code}, {time.time() - started:.0f} s", flush=True)
         if code:
-            failed.append(script.stem)
+            failed.append(name)
     print("\nresults:")
     for result in sorted((HERE / "results").glob("*.json")):
-        data = json.loads(result.read_text())
-        headline = {k: v for k, v in data.items() if isinstance(v, (int, float, str)) and k not in ("date", "machine")}
-        print(f"  {result.stem}: {json.dumps(headline)[:300]}")
+        if result.stem in (names or SCRIPTS):
+            data = json.loads(result.read_text())
+            headline = {k: v for k, v in data.items() if isinstance(v, (int, float, str)) and k not in ("date", "machine")}
+            print(f"  {result.stem}: {json.dumps(headline)[:300]}")
     if failed:
         print(f"failed: {', '.join(failed)}")
     return 1 if failed else 0
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--scripts"]:
+        return run_scripts(argv[1:])
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # transformers' notes on torchvision-less image processors
+    from bench.suite import main as suite
+
+    return suite(argv)
 
 
 if __name__ == "__main__":
