@@ -4,6 +4,10 @@ A task (atelier.training.tasks.*) owns its models, data and loss; this loop owns
 gradient accumulation, mixed precision, clipping, learning-rate schedule, EMA, logging, checkpoints and resume,
 periodic samples. Resume is exact: data order and noise are functions of (seed, step), so a run killed and resumed
 ends with the same weights as one that never stopped.
+
+Speed, each feature a TrainConfig switch (README, "Training speed"): the fused Adam/AdamW kernel (on by default where
+the device supports it); gradient checkpointing, channels-last memory order and torch.compile of the task's per-step
+model (`step_modules`); no host sync in the step (the loss is read on logged steps only); EMA in one foreach update.
 """
 
 from __future__ import annotations
@@ -16,13 +20,14 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 
 from atelier.config import TrainConfig, save_yaml
 from atelier.errors import UserError
 from atelier.utils.io import save_safetensors, write_json
+from atelier.utils.plot import plot_losses
 from atelier.utils.progress import progress
 
 logger = logging.getLogger(__name__)
@@ -36,6 +41,10 @@ class TrainingTask(Protocol):
     def collate(self, indices: list[int]) -> Any: ...
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]: ...
+
+    def step_modules(self) -> list[torch.nn.Module]:
+        """The model(s) that run forward and backward every step (what checkpointing, channels-last, compile act on)."""
+        ...
 
     def training_loss(self, batch: Any, generator: torch.Generator) -> torch.Tensor: ...
 
@@ -55,6 +64,7 @@ class TrainResult:
     final_loss: float
     seconds: float
     losses: list[tuple[int, float]]
+    first_step_seconds: float = float("nan")  # includes one-time costs, torch.compile's compilation when on
 
 
 def learning_rate(cfg: TrainConfig, step: int, total: int) -> float:
@@ -73,11 +83,12 @@ def learning_rate(cfg: TrainConfig, step: int, total: int) -> float:
 
 def batch_indices(num_examples: int, batch_size: int, micro_step: int, seed: int) -> list[int]:
     """Indices of micro-batch `micro_step` in a stream of per-epoch permutations (a pure function, so resume is exact)."""
-    indices = []
+    indices, orders = [], {}
     for position in range(micro_step * batch_size, (micro_step + 1) * batch_size):
         epoch, offset = divmod(position, num_examples)
-        order = torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-        indices.append(int(order[offset]))
+        if epoch not in orders:  # a batch spans at most a few epochs: draw each permutation once
+            orders[epoch] = torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        indices.append(int(orders[epoch][offset]))
     return indices
 
 
@@ -89,11 +100,92 @@ def total_steps(cfg: TrainConfig, num_examples: int) -> int:
     return max(1, cfg.epochs * per_epoch)
 
 
-def _make_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    fused = {"fused": True} if params and params[0].is_cuda else {}
+FUSED_OPTIMIZER_DEVICES = ("cpu", "cuda", "xpu", "mps")  # where torch has fused Adam/AdamW kernels
+
+
+def fused_optimizer_supported(params: list[torch.nn.Parameter]) -> bool:
+    """Whether torch's fused Adam/AdamW kernel covers these parameters: floating point, all on one supported device."""
+    devices = {param.device.type for param in params}
+    return len(devices) == 1 and devices <= set(FUSED_OPTIMIZER_DEVICES) and all(p.is_floating_point() for p in params)
+
+
+def make_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """Adam or AdamW as configured; fused (one kernel for every tensor) when `fused_optimizer` is on and supported."""
+    fused = {"fused": True} if cfg.fused_optimizer and fused_optimizer_supported(params) else {}
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.adam_betas, **fused)
     return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.adam_betas, weight_decay=cfg.weight_decay, **fused)
+
+
+def _error_line(error: BaseException) -> str:
+    """`Type: first line` of the innermost error (torch.compile wraps its backend's error in BackendCompilerFailed)."""
+    while isinstance(inner := getattr(error, "inner_exception", None) or error.__cause__, BaseException):
+        error = inner
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
+
+
+def _compiler_error(device: torch.device, backend: str | Callable) -> str | None:
+    """None when torch.compile works here (forward and backward of a tiny function), else the first line of its error."""
+    def probe(x: torch.Tensor) -> torch.Tensor:
+        return (x.sin() * x).sum()
+
+    try:
+        torch.compile(probe, backend=backend)(torch.ones(8, device=device, requires_grad=True)).backward()
+    except Exception as error:  # any toolchain failure (no C++ compiler, no Triton, unsupported Python) means eager
+        return _error_line(error)
+    return None
+
+
+def compile_for_training(module: torch.nn.Module, backend: str | Callable = "inductor") -> bool:
+    """torch.compile `module`'s training forward in place; calls in eval mode or without gradients (sampling) stay eager.
+
+    When the compiler does not work here, or the module's first compiled call fails, one warning says so and the
+    module runs eagerly. Returns whether the module is compiled.
+    """
+    if getattr(module.forward, "compiled_for_training", False):
+        return True
+    device = next(module.parameters()).device
+    error = _compiler_error(device, backend)
+    if error is not None:
+        logger.warning("train.compile: torch.compile does not work on %s here (%s); training runs eagerly", device.type, error)
+        return False
+    eager = module.forward
+    compiled: Callable | None = torch.compile(eager, backend=backend)
+    first_call = True
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        nonlocal compiled, first_call
+        if compiled is None or not (module.training and torch.is_grad_enabled()):
+            return eager(*args, **kwargs)
+        if not first_call:
+            return compiled(*args, **kwargs)
+        first_call = False
+        try:
+            return compiled(*args, **kwargs)
+        except Exception as error:  # compilation happens here; a genuine error of the model repeats in eager mode
+            logger.warning("train.compile: compiling %s failed (%s); training runs eagerly", type(module).__name__,
+                           _error_line(error))
+            compiled = None
+            return eager(*args, **kwargs)
+
+    forward.compiled_for_training = True
+    module.forward = forward
+    return True
+
+
+def prepare_step_modules(task: TrainingTask, cfg: TrainConfig) -> None:
+    """Gradient checkpointing, channels-last and torch.compile, as configured, on the task's per-step models."""
+    for module in task.step_modules():
+        if cfg.gradient_checkpointing:
+            if not hasattr(module, "enable_gradient_checkpointing"):
+                raise UserError(f"train.gradient_checkpointing: {type(module).__name__} cannot recompute its activations; "
+                                "set it to false")
+            module.enable_gradient_checkpointing()
+        if cfg.channels_last:
+            module.to(memory_format=torch.channels_last)  # parameters keep their identity (only their data moves)
+        if cfg.compile:
+            compile_for_training(module)
 
 
 def _latest_checkpoint(run_dir: Path) -> Path | None:
@@ -101,7 +193,8 @@ def _latest_checkpoint(run_dir: Path) -> Path | None:
     return folders[-1] if folders else None
 
 
-def _save_checkpoint(run_dir: Path, step: int, task: TrainingTask, optimizer, ema: dict | None, cfg: TrainConfig, config: Any) -> None:
+def _save_checkpoint(run_dir: Path, step: int, task: TrainingTask, optimizer, scaler, ema: dict | None, cfg: TrainConfig,
+                     config: Any) -> None:
     """Write checkpoints/step-N atomically (a temp folder renamed into place), keeping the newest `keep_checkpoints`."""
     folder = run_dir / "checkpoints" / f"step-{step:07d}"
     tmp = folder.with_name(f".tmp-{folder.name}")
@@ -111,6 +204,8 @@ def _save_checkpoint(run_dir: Path, step: int, task: TrainingTask, optimizer, em
     if ema is not None:
         save_safetensors(ema, tmp / "ema.safetensors")
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    if scaler is not None:
+        torch.save(scaler.state_dict(), tmp / "grad_scaler.pt")
     write_json(tmp / "state.json", {"step": step})
     if config is not None:
         save_yaml(config, tmp / "config.yaml")
@@ -120,11 +215,13 @@ def _save_checkpoint(run_dir: Path, step: int, task: TrainingTask, optimizer, em
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _load_checkpoint(folder: Path, task: TrainingTask, optimizer, ema: dict | None) -> int:
+def _load_checkpoint(folder: Path, task: TrainingTask, optimizer, scaler, ema: dict | None) -> int:
     from safetensors.torch import load_file
 
     task.load_trainable_state_dict(load_file(str(folder / "trainable.safetensors")))
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu"))
+    if scaler is not None and (folder / "grad_scaler.pt").exists():
+        scaler.load_state_dict(torch.load(folder / "grad_scaler.pt", weights_only=True))
     if ema is not None and (folder / "ema.safetensors").exists():
         ema.update(load_file(str(folder / "ema.safetensors")))
     return int(json.loads((folder / "state.json").read_text())["step"])
@@ -145,10 +242,12 @@ def train(task: TrainingTask, cfg: TrainConfig, run_dir: str | Path, *, resume: 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    prepare_step_modules(task, cfg)
     params = task.trainable_parameters()
     if not params:
         raise UserError("the task has no trainable parameters; check the config's trainable-part settings")
-    optimizer = _make_optimizer(cfg, params)
+    optimizer = make_optimizer(cfg, params)
+    scaler = accelerator.scaler  # fp16 on CUDA only: accelerator.backward scales the loss, the step must unscale
     ema = {name: value.detach().clone() for name, value in task.trainable_state_dict().items()} if cfg.ema_decay else None
     n_examples = task.num_examples()
     steps = total_steps(cfg, n_examples)
@@ -158,16 +257,20 @@ def train(task: TrainingTask, cfg: TrainConfig, run_dir: str | Path, *, resume: 
     if resume and checkpoint is None:
         logger.info("--resume: no checkpoint in %s, starting from step 0", run_dir / "checkpoints")
     if checkpoint is not None:
-        start = _load_checkpoint(checkpoint, task, optimizer, ema)
+        start = _load_checkpoint(checkpoint, task, optimizer, scaler, ema)
         logger.info("resumed from %s (step %d of %d)", checkpoint, start, steps)
     if config is not None:
         save_yaml(config, run_dir / "config.yaml")
     log_path = run_dir / "log.jsonl"
     log_rows = _read_log(log_path, start)
     log_path.write_text("".join(json.dumps(row) + "\n" for row in log_rows))
+    if ema is not None:  # the tensors EMA follows, paired once (after loading: a checkpoint may have replaced them)
+        live = task.trainable_state_dict()
+        ema_tensors, live_tensors = list(ema.values()), [live[name].detach() for name in ema]
 
     world, rank = accelerator.num_processes, accelerator.process_index
     started = time.time()
+    first_step_seconds = float("nan")
     bar = progress(total=steps, initial=start, desc="train", enabled=accelerator.is_main_process)
     loss_value = float("nan")
     end = steps if stop_after is None else min(steps, start + stop_after)
@@ -176,7 +279,7 @@ def train(task: TrainingTask, cfg: TrainConfig, run_dir: str | Path, *, resume: 
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
-        loss_sum = 0.0
+        loss_sum = None  # summed where it is computed: reading it on the host would wait for the device every step
         for micro in range(cfg.gradient_accumulation):
             micro_step = step * cfg.gradient_accumulation + micro
             indices = batch_indices(n_examples, cfg.batch_size, micro_step, cfg.seed)[rank::world]
@@ -186,30 +289,39 @@ def train(task: TrainingTask, cfg: TrainConfig, run_dir: str | Path, *, resume: 
             with accelerator.autocast():
                 loss = task.training_loss(task.collate(indices), generator) / cfg.gradient_accumulation
             accelerator.backward(loss)
-            loss_sum += float(loss.detach())
+            loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
         if world > 1:
             for param in params:
                 if param.grad is not None:
                     param.grad = accelerator.reduce(param.grad, reduction="mean")
+        if scaler is not None:
+            scaler.unscale_(optimizer)  # clip (and step with) the true gradients, not the loss-scaled ones
         if cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)  # skipped when the fp16 gradients overflowed
+            scaler.update()
+        else:
+            optimizer.step()
         if ema is not None:
             with torch.no_grad():
-                for name, value in task.trainable_state_dict().items():
-                    ema[name].lerp_(value.detach(), 1 - cfg.ema_decay)
-        loss_value = loss_sum
+                torch._foreach_lerp_(ema_tensors, live_tensors, 1 - cfg.ema_decay)
         done = step + 1
+        if step == start:
+            first_step_seconds = time.time() - started
         bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.4f}")
+        log_now = done % cfg.log_every == 0 or done == steps
+        if log_now or done == end:
+            loss_value = float(loss_sum)
+            bar.set_postfix(loss=f"{loss_value:.4f}")
         if accelerator.is_main_process:
-            if done % cfg.log_every == 0 or done == steps:
+            if log_now:
                 row = {"step": done, "loss": loss_value, "lr": lr, "seconds": round(time.time() - started, 3)}
                 log_rows.append(row)
                 with log_path.open("a") as handle:
                     handle.write(json.dumps(row) + "\n")
             if done % cfg.checkpoint_every == 0 or done == steps:
-                _save_checkpoint(run_dir, done, task, optimizer, ema, cfg, config)
+                _save_checkpoint(run_dir, done, task, optimizer, scaler, ema, cfg, config)
             if cfg.sample_every and (done % cfg.sample_every == 0 or done == steps):
                 task.sample(run_dir / "samples", done)
     bar.close()
@@ -220,34 +332,5 @@ def train(task: TrainingTask, cfg: TrainConfig, run_dir: str | Path, *, resume: 
         if config is not None:
             save_yaml(config, run_dir / "final" / "config.yaml")
         plot_losses(log_rows, run_dir / "loss.png")
-    return TrainResult(run_dir, end, loss_value, time.time() - started, [(r["step"], r["loss"]) for r in log_rows])
-
-
-def plot_losses(rows: list[dict], path: Path, title: str = "training loss") -> None:
-    """Loss curve (raw and smoothed) as a PNG."""
-    if not rows:
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from atelier.utils.io import atomic_path
-
-    steps = [r["step"] for r in rows]
-    losses = [r["loss"] for r in rows]
-    smooth, value = [], losses[0]
-    for loss in losses:
-        value = 0.9 * value + 0.1 * loss
-        smooth.append(value)
-    fig, ax = plt.subplots(figsize=(5, 3), dpi=100)
-    ax.plot(steps, losses, alpha=0.35, label="loss")
-    ax.plot(steps, smooth, label="smoothed")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    return TrainResult(run_dir, end, loss_value, time.time() - started, [(r["step"], r["loss"]) for r in log_rows],
+                       first_step_seconds)

@@ -72,6 +72,9 @@ class AutoencoderTask:
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.vae.parameters())
 
+    def step_modules(self) -> list[torch.nn.Module]:
+        return [self.vae]
+
     def training_loss(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         posterior = self.vae.encode(batch).latent_dist
         noise = torch.randn(posterior.mean.shape, generator=generator, device=batch.device)

@@ -169,6 +169,9 @@ class DualLoraTask:
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return list(lora_parameters(self.components.unet).values()) + list(self.uni.adapter.parameters())
 
+    def step_modules(self) -> list[torch.nn.Module]:
+        return [self.components.unet]
+
     def training_loss(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         domain = self.current_domain()
         self.micro_steps += 1

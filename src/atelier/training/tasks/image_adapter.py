@@ -100,6 +100,9 @@ class ImageAdapterTask:
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.adapter.parameters().values())
 
+    def step_modules(self) -> list[torch.nn.Module]:
+        return [self.components.unet]
+
     def training_loss(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         latents = sample_latents(self.latent_mean[batch], self.latent_std[batch], generator)
         embeds = self.image_embeds[batch]

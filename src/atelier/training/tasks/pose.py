@@ -119,8 +119,6 @@ class PoseTask:
         self.cfld = self.model.cfld.to(self.device).train()
         self.model.vae.to(self.device)
         freeze(self.model.vae)
-        if cfg.train.gradient_checkpointing:
-            self.cfld.enable_gradient_checkpointing()
         data = cfg.data
         self.pairs = PosePairs(split, data.image_size, data.appearance_size, data.pose_size, data.max_pairs)
         self.cache = self._rows(self.pairs.names()) if data.cache else None
@@ -154,6 +152,9 @@ class PoseTask:
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.cfld.parameters() if p.requires_grad]
+
+    def step_modules(self) -> list[torch.nn.Module]:
+        return [self.cfld]
 
     def training_loss(self, batch: tuple[ImageRows, ImageRows], generator: torch.Generator) -> torch.Tensor:
         source, target = batch

@@ -58,8 +58,6 @@ class StyleLoraTask(Text2ImgTask):
         if lora.text_encoder:
             add_lora(text_encoder, lora.rank, lora.alpha, lora.dropout, lora.text_encoder_target_modules)
             text_encoder.train()  # only LoRA dropout acts; the CLIP layers have none
-        if self.cfg.train.gradient_checkpointing:
-            unet.enable_gradient_checkpointing()
 
     # --- caching, or per-step encoding where an option needs it ------------------------------------------------------
     def _cache_images(self) -> None:

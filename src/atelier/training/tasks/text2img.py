@@ -91,8 +91,6 @@ class Text2ImgTask:
         self.components.unet.requires_grad_(True).train()
         if self.text_encoder_trains():
             self.components.text_encoder.requires_grad_(True).train()
-        if self.cfg.train.gradient_checkpointing:
-            self.components.unet.enable_gradient_checkpointing()
 
     def text_encoder_trains(self) -> bool:
         """Whether gradients reach the text encoder (then captions are encoded every step instead of cached)."""
@@ -148,6 +146,9 @@ class Text2ImgTask:
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.trainable_state_dict().values())
+
+    def step_modules(self) -> list[torch.nn.Module]:
+        return [self.components.unet]
 
     def training_loss(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         latents = self.batch_latents(batch, generator)
