@@ -17,17 +17,6 @@ import torch
 
 SizeName = Literal["tiny", "sd15"]
 
-SD15_UNET = {"sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
-             "block_out_channels": (320, 640, 1280, 1280), "cross_attention_dim": 768, "attention_head_dim": 8,
-             "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-             "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3}
-SD15_VAE = {"sample_size": 512, "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2,
-            "block_out_channels": (128, 256, 512, 512), "down_block_types": ("DownEncoderBlock2D",) * 4,
-            "up_block_types": ("UpDecoderBlock2D",) * 4, "scaling_factor": 0.18215}
-SD15_TEXT = {"vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
-             "num_attention_heads": 12, "max_position_embeddings": 77, "hidden_act": "quick_gelu", "projection_dim": 768}
-
-
 @dataclass(frozen=True)
 class SuiteSize:
     """Every setting one run of the suite uses."""
@@ -81,35 +70,15 @@ def suite_size(name: SizeName, quick: bool = False, device: str | None = None) -
 
 def build_components(size: SuiteSize, seed: int = 0):
     """SD components with random weights at the size's architecture, on the size's device, fp32, eval mode."""
-    from atelier.models.base import build_tiny_components
+    from atelier.models.base import build_sd15_components, build_tiny_components
 
     if size.name == "tiny":
         components = build_tiny_components(seed=seed)
     else:
-        components = _sd15_components(seed)
+        components = build_sd15_components(seed)
     for module in (components.unet, components.vae, components.text_encoder):
         module.requires_grad_(False).eval()
     return components.to(size.device)
-
-
-def _sd15_components(seed: int):
-    """SD 1.5's UNet, VAE and CLIP text model from their configs (no download), with the offline tokenizer."""
-    import tempfile
-
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    from atelier.models.base import SD_SCHEDULER_CONFIG, SDComponents
-    from atelier.models.tokenizer import write_tokenizer_files
-
-    torch.manual_seed(seed)
-    with tempfile.TemporaryDirectory() as folder:
-        tokenizer = CLIPTokenizer.from_pretrained(write_tokenizer_files(folder))
-    special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-               "pad_token_id": tokenizer.pad_token_id}
-    text_encoder = CLIPTextModel(CLIPTextConfig(**SD15_TEXT, **special))
-    return SDComponents(UNet2DConditionModel(**SD15_UNET), AutoencoderKL(**SD15_VAE), text_encoder, tokenizer,
-                        DDPMScheduler(**SD_SCHEDULER_CONFIG))
 
 
 def build_pose_model(size: SuiteSize, components):

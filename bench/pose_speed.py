@@ -35,24 +35,15 @@ RESULTS = Path(__file__).resolve().parent / "results" / "pose_speed.json"
 PUBLISHED = {"source": "MCLD (CVPR 2025) cost table, NVIDIA RTX A6000", "inference_s_per_image": 3.55,
              "inference_memory_gb": 6.5, "training_gpu_hours": 353.6, "training_memory_gb_per_gpu": 46.6,
              "training_gpu_s_per_pair": round(353.6 * 3600 / (100 * 455 * 224), 4)}
-SD15_UNET = {"block_out_channels": (320, 640, 1280, 1280), "layers_per_block": 2, "cross_attention_dim": 768,
-             "attention_head_dim": 8, "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-             "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, "sample_size": 64}
-SD15_VAE = {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "latent_channels": 4, "sample_size": 512,
-            "down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4}
 
 
 def components(size: str):
     """SD components with random weights: SD 1.5's shapes (`full`) or the tiny model (`tiny`)."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-
-    from atelier.models.base import SD_SCHEDULER_CONFIG, SDComponents, build_tiny_components
+    from atelier.models.base import build_sd15_components, build_tiny_components
 
     if size == "tiny":
         return build_tiny_components()
-    torch.manual_seed(0)
-    return SDComponents(UNet2DConditionModel(**SD15_UNET), AutoencoderKL(**SD15_VAE), None, None,
-                        DDPMScheduler(**SD_SCHEDULER_CONFIG))
+    return build_sd15_components(seed=0, text_encoder=False)
 
 
 def pose_config(size: str, root: Path, batch: int):

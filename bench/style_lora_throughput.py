@@ -38,37 +38,11 @@ TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 CAPTION_PREFIX = "an illustration, "
 Size = Literal["tiny", "sd15"]
 
-# Stable Diffusion 1.5's architecture (diffusers' and transformers' configs of the published model, random weights)
-SD15_UNET = dict(sample_size=64, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768,
-                 attention_head_dim=8, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
-SD15_VAE = dict(sample_size=512, latent_channels=4, layers_per_block=2, block_out_channels=(128, 256, 512, 512),
-                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                scaling_factor=0.18215)
-SD15_TEXT = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                 max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768)
-
-
 def build_components(size: Size):
     """SD components with random weights: atelier's tiny model, or SD 1.5's architecture with the offline tokenizer."""
-    from atelier.models.base import build_tiny_components
+    from atelier.models.base import build_sd15_components, build_tiny_components
 
-    if size == "tiny":
-        return build_tiny_components()
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    from atelier.models.base import SD_SCHEDULER_CONFIG, SDComponents
-    from atelier.models.tokenizer import vocab_size, write_tokenizer_files
-
-    torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as folder:
-        tokenizer = CLIPTokenizer.from_pretrained(write_tokenizer_files(folder))
-    text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=vocab_size(), bos_token_id=tokenizer.bos_token_id,
-                                                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                                                **SD15_TEXT))
-    return SDComponents(UNet2DConditionModel(**SD15_UNET), AutoencoderKL(**SD15_VAE), text_encoder, tokenizer,
-                        DDPMScheduler(**SD_SCHEDULER_CONFIG))
+    return build_tiny_components() if size == "tiny" else build_sd15_components(seed=0)
 
 
 def style_config(root: Path, steps: int, batch_size: int, resolution_hw: tuple[int, int], compile_unet: bool = False):

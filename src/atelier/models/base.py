@@ -133,6 +133,48 @@ def build_tiny_components(seed: int = 0, cross_attention_dim: int = 64) -> SDCom
     return SDComponents(unet, vae, text_encoder, tokenizer, scheduler)
 
 
+# Stable Diffusion 1.5's architecture (the configs of the published model): for speed and memory measurements at real
+# scale with random weights, which cost the same as the real ones
+SD15_UNET: dict[str, Any] = {
+    "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
+    "block_out_channels": (320, 640, 1280, 1280), "cross_attention_dim": 768, "attention_head_dim": 8,
+    "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+}
+SD15_VAE: dict[str, Any] = {
+    "sample_size": 512, "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2,
+    "block_out_channels": (128, 256, 512, 512), "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4, "scaling_factor": 0.18215,
+}
+SD15_TEXT: dict[str, Any] = {
+    "vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+    "num_attention_heads": 12, "max_position_embeddings": 77, "hidden_act": "quick_gelu", "projection_dim": 768,
+}
+
+
+def build_sd15_components(seed: int = 0, text_encoder: bool = True) -> SDComponents:
+    """SD 1.5's UNet (860M), VAE and CLIP text model (12 x 768) with random weights and the offline tokenizer.
+
+    Nothing is downloaded. `text_encoder=False` leaves the text encoder and tokenizer out (None), for measurements
+    that never encode text.
+    """
+    import tempfile
+
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from atelier.models.tokenizer import write_tokenizer_files
+
+    torch.manual_seed(seed)
+    encoder = tokenizer = None
+    if text_encoder:
+        with tempfile.TemporaryDirectory() as folder:
+            tokenizer = CLIPTokenizer.from_pretrained(write_tokenizer_files(folder))
+        encoder = CLIPTextModel(CLIPTextConfig(**SD15_TEXT, bos_token_id=tokenizer.bos_token_id,
+                                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    return SDComponents(UNet2DConditionModel(**SD15_UNET), AutoencoderKL(**SD15_VAE), encoder, tokenizer,
+                        DDPMScheduler(**SD_SCHEDULER_CONFIG))
+
 def _offline() -> bool:
     """True when the hub is switched off by the environment or unreachable (a 3 s probe, instead of minutes of retries)."""
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "") or os.environ.get("TRANSFORMERS_OFFLINE", "0") not in ("0", ""):

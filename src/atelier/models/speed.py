@@ -25,7 +25,7 @@ import functools
 import logging
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 
@@ -236,15 +236,26 @@ def set_attention(model: torch.nn.Module, sdpa: bool, fuse_qkv: bool) -> dict[st
 
 
 @functools.cache
-def compiler_error(device_type: str) -> str | None:
-    """None when torch.compile's default backend works on this device type, else the first line of its error."""
+def error_line(error: BaseException) -> str:
+    """`Type: first line` of the innermost error (torch.compile wraps its backend's error in BackendCompilerFailed)."""
+    while isinstance(inner := getattr(error, "inner_exception", None) or error.__cause__, BaseException):
+        error = inner
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
+
+
+def compiler_error(device_type: str, backend: str | Callable = "inductor", backward: bool = False) -> str | None:
+    """None when torch.compile works on this device type (forward, and backward when asked), else its error line."""
     def probe(x: torch.Tensor) -> torch.Tensor:
-        return torch.sin(x) * 2 + 1
+        return (torch.sin(x) * x).sum()
 
     try:
-        torch.compile(probe)(torch.ones(8, device=device_type))
+        x = torch.ones(8, device=device_type, requires_grad=backward)
+        loss = torch.compile(probe, backend=backend)(x)
+        if backward:
+            loss.backward()
     except Exception as error:  # any failure of the toolchain (no C++ compiler, no Triton, ...) means: run eagerly
-        return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        return error_line(error)
     return None
 
 

@@ -26,6 +26,7 @@ import torch
 
 from atelier.config import TrainConfig, save_yaml
 from atelier.errors import UserError
+from atelier.models.speed import compiler_error, error_line
 from atelier.utils.io import save_safetensors, write_json
 from atelier.utils.plot import plot_losses
 from atelier.utils.progress import progress
@@ -117,26 +118,6 @@ def make_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> torch.
     return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.adam_betas, weight_decay=cfg.weight_decay, **fused)
 
 
-def _error_line(error: BaseException) -> str:
-    """`Type: first line` of the innermost error (torch.compile wraps its backend's error in BackendCompilerFailed)."""
-    while isinstance(inner := getattr(error, "inner_exception", None) or error.__cause__, BaseException):
-        error = inner
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
-
-
-def _compiler_error(device: torch.device, backend: str | Callable) -> str | None:
-    """None when torch.compile works here (forward and backward of a tiny function), else the first line of its error."""
-    def probe(x: torch.Tensor) -> torch.Tensor:
-        return (x.sin() * x).sum()
-
-    try:
-        torch.compile(probe, backend=backend)(torch.ones(8, device=device, requires_grad=True)).backward()
-    except Exception as error:  # any toolchain failure (no C++ compiler, no Triton, unsupported Python) means eager
-        return _error_line(error)
-    return None
-
-
 def compile_for_training(module: torch.nn.Module, backend: str | Callable = "inductor") -> bool:
     """torch.compile `module`'s training forward in place; calls in eval mode or without gradients (sampling) stay eager.
 
@@ -146,7 +127,7 @@ def compile_for_training(module: torch.nn.Module, backend: str | Callable = "ind
     if getattr(module.forward, "compiled_for_training", False):
         return True
     device = next(module.parameters()).device
-    error = _compiler_error(device, backend)
+    error = compiler_error(device.type, backend, backward=True)
     if error is not None:
         logger.warning("train.compile: torch.compile does not work on %s here (%s); training runs eagerly", device.type, error)
         return False
@@ -165,7 +146,7 @@ def compile_for_training(module: torch.nn.Module, backend: str | Callable = "ind
             return compiled(*args, **kwargs)
         except Exception as error:  # compilation happens here; a genuine error of the model repeats in eager mode
             logger.warning("train.compile: compiling %s failed (%s); training runs eagerly", type(module).__name__,
-                           _error_line(error))
+                           error_line(error))
             compiled = None
             return eager(*args, **kwargs)
 
