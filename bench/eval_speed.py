@@ -4,8 +4,9 @@ Reference: for every batch, CFLD's `build_metric` loops over images calling scik
 `structural_similarity(data_range=1, win_size=51, channel_axis=0)` and `peak_signal_noise_ratio(data_range=1)` on
 float32 CHW arrays. Ours: `atelier.metrics.ssim.SSIMEngine` (one compiled numba pass per image, exact window sums)
 over the same batches in a thread pool, as `atelier evaluate` runs it in its loader threads. Both get the same image
-pairs (random smooth images with noise, 256x176 by default, made per batch outside the timed region) and are timed
-batch by batch, interleaved, so a busy machine slows both alike; the max abs difference of the two sets of numbers
+pairs: FashionSynth pose-transfer pairs (a freshly synthesised DeepFashion-layout set, 64 identities x 4 poses at
+256x176; "generated" = the source pose's photo, ground truth = the target pose's photo, as a copy-the-source baseline
+would score; all decoded once, outside the timed region) and are timed batch by batch, interleaved, so a busy machine slows both alike; the max abs difference of the two sets of numbers
 is printed, and ours is also checked against scikit-image in float64.
 
 The kernels' one-time compile cost is kept out of the timed region and reported on its own: "cold" is the first call
@@ -36,15 +37,35 @@ import numpy as np
 BATCH = 32  # CFLD's TEST.MICRO_BATCH_SIZE scale
 
 
-def make_batch(index: int, count: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """`count` (generated, ground truth) uint8 pairs: smooth random patterns plus noise, seeded by batch index."""
-    rng = np.random.default_rng(index)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    fx = rng.uniform(3, 14, (count, 3, 1, 1)).astype(np.float32)
-    fy = rng.uniform(5, 20, (count, 3, 1, 1)).astype(np.float32)
-    truth = 128 + 90 * np.sin(x / fx) * np.cos(y / fy) + rng.normal(0, 8, (count, 3, height, width))
-    generated = truth + rng.normal(0, 20, truth.shape)
-    return np.clip(generated, 0, 255).astype(np.uint8), np.clip(truth, 0, 255).astype(np.uint8)
+class FashionSynthPairs:
+    """uint8 (3, H, W) FashionSynth photos (every pose of every identity), cycled through as (source, target) pairs.
+
+    Files are ordered by the `id<identity>_<pose><view>` tail of their DeepFashion names, so each identity's poses sit
+    next to each other.
+    """
+
+    def __init__(self, size_hw: tuple[int, int], identities: int = 64, poses: int = 4) -> None:
+        from atelier.data.synth import synthesize
+        from atelier.data.transforms import open_rgb
+
+        height, width = size_hw
+        with tempfile.TemporaryDirectory(prefix="eval-bench-") as folder:
+            synthesize(Path(folder), identities=identities, poses_per_identity=poses, size=(width, height))
+            files = sorted((Path(folder) / "deepfashion").glob("*_highres/*.jpg"), key=lambda f: f.name.split("id", 1)[1])
+            self.images = np.stack([np.asarray(open_rgb(f), dtype=np.uint8).transpose(2, 0, 1) for f in files])
+        self.poses = poses
+
+    def batch(self, index: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pairs index*BATCH ... +count: pair k is (pose a, pose b != a) of identity k // (poses * (poses - 1))."""
+        generated, truth = [], []
+        per_identity = self.poses * (self.poses - 1)
+        for k in range(index * BATCH, index * BATCH + count):
+            identity, combo = divmod(k % (len(self.images) // self.poses * per_identity), per_identity)
+            source, step = divmod(combo, self.poses - 1)
+            target = (source + 1 + step) % self.poses
+            generated.append(self.images[identity * self.poses + source])
+            truth.append(self.images[identity * self.poses + target])
+        return np.stack(generated), np.stack(truth)
 
 
 def reference_batch(generated: np.ndarray, truth: np.ndarray) -> tuple[list, list]:
@@ -106,10 +127,10 @@ def cold_compile_seconds(size_hw: tuple[int, int]) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def _warm_up(ours: Ours, size_hw: tuple[int, int]) -> float:
+def _warm_up(ours: Ours, data: FashionSynthPairs) -> float:
     """First call in this process (compile, or load from numba's cache) and thread start, outside the timings."""
     start = time.perf_counter()
-    ours.batch(*make_batch(10_000, 2, *size_hw))
+    ours.batch(*data.batch(0, 2))
     return time.perf_counter() - start
 
 
@@ -119,13 +140,14 @@ def run(pairs: int, size_hw: tuple[int, int], workers: int, cold_compile: bool =
 
     compile_seconds = {"cold": round(cold_compile_seconds(size_hw), 3) if cold_compile else None}
     ours = Ours((3, *size_hw), workers)
-    compile_seconds["first_call_this_process"] = round(_warm_up(ours, size_hw), 3)
+    data = FashionSynthPairs(size_hw)
+    compile_seconds["first_call_this_process"] = round(_warm_up(ours, data), 3)
     times = {"reference": 0.0, "ours": 0.0}
     cpu = {"reference": 0.0, "ours": 0.0}
     values = {"reference": ([], []), "ours": ([], [])}
     exactness = 0.0
     for index, start in enumerate(range(0, pairs, BATCH)):
-        generated, truth = make_batch(index, min(BATCH, pairs - start), *size_hw)
+        generated, truth = data.batch(index, min(BATCH, pairs - start))
         for name, fn in (("reference", reference_batch), ("ours", ours.batch)):
             wall, proc = time.perf_counter(), time.process_time()
             ssim, psnr = fn(generated, truth)
