@@ -8,7 +8,8 @@ Tolerances, and why:
 - channels-last: loss and gradients within 1e-5 (convolutions in NHWC order sum in another order);
 - torch.compile: a counting backend (which runs the captured graph as is) gives identical results; inductor on the
   tiny UNet (fusions reorder arithmetic) within 1e-4 of the loss, opt-in with ATELIER_SLOW_TESTS=1 because compiling
-  the UNet's forward and backward takes minutes on a CPU.
+  the UNet's forward and backward takes minutes on a CPU;
+- cached encoders: the cached VAE posteriors and caption embeddings equal encoding the batch now within 1e-6.
 """
 
 from __future__ import annotations
@@ -165,3 +166,22 @@ def test_inductor_compiled_unet_trains_like_the_eager_one(style_root: Path, tmp_
         results[compile_unet] = train(StyleLoraTask(cfg, components=build_tiny_components()), cfg.train,
                                       tmp_path / str(compile_unet))
     assert results[True].final_loss == pytest.approx(results[False].final_loss, rel=1e-4)
+
+
+def test_cached_latents_and_text_equal_encoding_every_step(style_root: Path) -> None:
+    """The cache (VAE posteriors and caption embeddings, encoded once) holds what per-step encoding would give."""
+    from atelier.data.transforms import load_image_tensor
+    from atelier.models.encode import encode_images, encode_prompts
+
+    task = StyleLoraTask(style_config(style_root))
+    batch = torch.tensor([0, 3, task.num_examples() - 1])  # the last one is a flipped copy (flip=True)
+    items = len(task.items)
+    images = torch.stack([load_image_tensor(task.items[i % items].path, task.cfg.data.resolution, task.cfg.data.crop)
+                          for i in batch.tolist()])
+    images = torch.where((batch >= items).view(-1, 1, 1, 1), images.flip(-1), images)
+    mean, std = encode_images(task.components.vae, images)
+    assert torch.allclose(task.latent_mean[batch], mean, atol=1e-6) and torch.allclose(task.latent_std[batch], std, atol=1e-6)
+    captions = [task.unique_captions[i] for i in task.caption_index[batch].tolist()]
+    assert all(c.startswith("an illustration, ") for c in captions)
+    text = encode_prompts(task.components.tokenizer, task.components.text_encoder, captions)
+    assert torch.allclose(task.batch_text(task.caption_index[batch]), text, atol=1e-6)
