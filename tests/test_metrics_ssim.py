@@ -28,9 +28,14 @@ def _pairs(count, height, width, seed=0, bright=False):
 
 
 def _reference_ssim(generated, reference, settings):
-    """scikit-image on float64 CHW arrays with the flavour's arguments (as CFLD/PIDM/LaDI-VTON call it)."""
+    """scikit-image on float64 CHW arrays with the flavour's arguments (as CFLD/PIDM/LaDI-VTON call it); uint8 input."""
+    return _skimage_ssim(generated.astype(np.float64) / 255, reference.astype(np.float64) / 255, settings)
+
+
+def _skimage_ssim(generated, reference, settings):
+    """scikit-image on float CHW arrays in [0, 1] (scaled by the flavour's `scale`), one value per image."""
     values = []
-    for g, r in zip(generated.astype(np.float64) / 255 * settings.scale, reference.astype(np.float64) / 255 * settings.scale):
+    for g, r in zip(generated * settings.scale, reference * settings.scale):
         data_range = g.max() - g.min() if settings.data_range is None else settings.data_range
         kwargs = dict(data_range=data_range, channel_axis=0, use_sample_covariance=settings.sample_covariance)
         if settings.window == "uniform":
@@ -57,15 +62,7 @@ def test_ssim_on_continuous_float_images(settings):
     y, x = np.mgrid[0:80, 0:66]
     reference = np.clip(0.5 + 0.4 * np.sin(x / 7.0) * np.cos(y / 9.0) + rng.normal(0, 0.05, (2, 3, 80, 66)), 0, 1)
     generated = np.clip(reference + rng.normal(0, 0.1, reference.shape), 0, 1)
-    expected = []
-    for g, r in zip(generated * settings.scale, reference * settings.scale):
-        data_range = g.max() - g.min() if settings.data_range is None else settings.data_range
-        kwargs = dict(data_range=data_range, channel_axis=0, use_sample_covariance=settings.sample_covariance)
-        if settings.window == "uniform":
-            kwargs["win_size"] = settings.win_size
-        else:
-            kwargs.update(gaussian_weights=True, sigma=settings.sigma)
-        expected.append(structural_similarity(r, g, **kwargs))
+    expected = _skimage_ssim(generated, reference, settings)
     assert np.abs(ssim(generated, reference, settings) - expected).max() < 1e-12
 
 
