@@ -14,11 +14,13 @@ if TYPE_CHECKING:
 EPILOG = """examples:
   atelier generate --model runs/demo/base/unet/final --lora runs/style/final --prompt "an illustration, a woman wearing a red dress" --out out/gen
   atelier generate --model /models/stable-diffusion-v1-5 --lora monet-lora/ --prompt "A Monet painting, a harbour" --num-images 4 --size 512x512 --out out/monet
-writes OUT/<index>.png, OUT/grid.png and OUT/settings.json (every option, the model, LoRA and versions)."""
+writes OUT/<index>.png, OUT/grid.png and OUT/settings.json (every option, the model, LoRA and versions).
+Image i uses seed --seed + i, whatever --num-images."""
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by generate and translate: model, LoRA, sampling and output."""
+def add_model_arguments(parser: argparse.ArgumentParser, seed_help: str) -> None:
+    """Options shared by generate and translate: model, LoRA, sampling and output; `seed_help` says which image gets
+    which seed (the commands number their images differently)."""
     parser.add_argument("--model", required=True, metavar="BASE", help="base model: diffusers folder, .safetensors file, hub id or `tiny`")
     parser.add_argument("--lora", metavar="LORA", help="style LoRA: folder with pytorch_lora_weights.safetensors, the file, or a PEFT adapter folder")
     parser.add_argument("--lora-scale", type=float, default=1.0, metavar="S", help="LoRA strength (default 1.0)")
@@ -26,7 +28,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--negative-prompt", default="", metavar="TEXT", help="negative prompt (default empty)")
     parser.add_argument("--guidance-scale", type=float, default=7.5, metavar="S", help="classifier-free guidance (default 7.5)")
     parser.add_argument("--scheduler", default="ddim", choices=["ddpm", "ddim", "euler", "dpm"], help="sampler (default ddim)")
-    parser.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help=seed_help)
     parser.add_argument("--size", metavar="WxH", help="output size in pixels (default: the model's native size, e.g. 512x512)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
 
@@ -93,7 +95,7 @@ def write_settings(args: argparse.Namespace, out: Path, extra: dict) -> None:
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("generate", help="text-to-image with a base model and a style LoRA",
                                    epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_arguments(parser)
+    add_model_arguments(parser, seed_help="random seed: image i of --num-images uses N+i (default 0)")
     parser.add_argument("--num-images", type=int, default=1, metavar="N", help="images per prompt (default 1)")
     parser.add_argument("--steps", type=int, default=30, metavar="N", help="sampling steps (default 30)")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty OUT")

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from atelier.commands.generate import add_speed_arguments
+from atelier.commands.translate import SEED_HELP
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +23,8 @@ config.yaml naming the base) or the released Uni-DlLoRA folder (adapter/, adapte
 pidnet/), whose dual LoRA is converted on load (pass --model with SD 1.5). Defaults are the paper's: DDPM, 50 steps,
 strength 0.7, guidance 5, empty prompt (guidance has no effect while prompt and negative prompt are equal).
 INPUT is any mix of image files and folders (outputs mirror the folder layout as .png); unreadable images are
-skipped and listed; existing outputs are kept unless --overwrite. Writes OUT/grid.png and OUT/settings.json."""
+skipped and listed; existing outputs are kept unless --overwrite. Writes OUT/grid.png and OUT/settings.json.
+Image i of the inputs uses seed --seed + i: outputs do not depend on --batch-size or on resuming."""
 
 
 def add_parser(subparsers) -> None:
@@ -42,7 +44,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--prompt", default="", metavar="TEXT", help="prompt (default empty, as in the paper)")
     parser.add_argument("--negative-prompt", default="", metavar="TEXT", help="negative prompt (default empty)")
     parser.add_argument("--scheduler", default="ddpm", choices=["ddpm", "ddim", "euler", "dpm"], help="sampler (default ddpm)")
-    parser.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help=SEED_HELP)
     parser.add_argument("--size", metavar="WxH", help="output size (default: the model's native size, 512x512 for SD 1.5)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="images per batch (default 4)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: keep them)")
@@ -60,7 +62,7 @@ def _sketch_override(text: str | None):
 
 def run(args: argparse.Namespace) -> int:
     from atelier.commands.generate import size_hw, speed_from_args, write_settings
-    from atelier.commands.translate import collect_inputs, convert_in_batches
+    from atelier.commands.translate import collect_inputs, convert_in_batches, pending
     from atelier.errors import UserError
     from atelier.models.dual_lora import parse_weights
     from atelier.models.uni_adapter import BRANCHES
@@ -74,17 +76,17 @@ def run(args: argparse.Namespace) -> int:
     adapter_weights = list(parse_weights(args.adapter_weights, "--adapter-weights", BRANCHES).values())
     started = time.time()
     pairs = collect_inputs(args.inputs, args.out)
-    todo = [(source, target) for source, target in pairs if args.overwrite or not target.exists()]
+    todo = pending(pairs, args.seed, args.overwrite)
     logger.info("illustrate: %d images (%d kept from earlier runs)", len(todo), len(pairs) - len(todo))
     written, skipped, grid = [], [], []
     speed = speed_from_args(args, many=any(Path(text).expanduser().is_dir() for text in args.inputs))
     if todo:
         model = load_illustrator(args.checkpoint, args.model, lora_weights, _sketch_override(args.sketch), speed=speed)
 
-        def convert(images):
+        def convert(images, seeds):
             return illustrate(model, images, prompt=args.prompt, negative_prompt=args.negative_prompt, strength=args.strength,
                               steps=args.steps, guidance_scale=args.guidance_scale, adapter_scale=args.adapter_scale,
-                              adapter_weights=adapter_weights, seed=args.seed, scheduler=args.scheduler, show_progress=False).images
+                              adapter_weights=adapter_weights, seed=seeds, scheduler=args.scheduler, show_progress=False).images
 
         size = size_hw(model.components, args.size)
         written, skipped, grid = convert_in_batches(todo, args.out, size, args.batch_size, convert)

@@ -25,6 +25,8 @@ Keypoints are in the dataset's frame (256x176 DeepFashion, 128x64 Market-1501). 
 <source>_2_<target>.png (what `atelier evaluate --protocol cfld --pairs CSV` matches); existing ones are kept unless
 --overwrite. Also written: OUT/preview/grid.png (source / target pose / output [/ ground truth]; in a subfolder so
 OUT holds only outputs) and OUT/settings.json.
+--seed N: pair i of the test split's pair list uses N+i (the --source pair uses N), so an output does not depend on
+--batch-size, on --limit or on resuming.
 --checkpoint: a `pose` training run (RUN or RUN/final) or CFLD's release folder (pytorch_model.bin +
 pytorch_model_1.bin, with --base = a Stable Diffusion 1.5 folder)."""
 
@@ -47,7 +49,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--scheduler", default="ddpm", choices=["ddpm", "ddim"], help="sampler (default ddpm, as CFLD)")
     parser.add_argument("--pose-scale", type=float, default=2.0, metavar="S", help="guidance of the pose branch over unconditional (default 2)")
     parser.add_argument("--full-scale", type=float, default=2.0, metavar="S", help="guidance of the full branch over the pose branch (default 2)")
-    parser.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
+    parser.add_argument("--seed", type=int, default=0, metavar="N",
+                        help="random seed: pair i of --test-set's pair list uses N+i; --source uses N (default 0)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: keep them)")
     add_speed_arguments(parser, compile_default="on with --test-set on CUDA, otherwise off")

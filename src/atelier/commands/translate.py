@@ -23,17 +23,20 @@ EPILOG = """examples:
       photos/ --out out/monet --prompt "A Monet painting, " --strength 0.5 --image-cond-scale 0.3 --steps 100
 INPUT is any mix of image files and folders (searched recursively; outputs mirror the folder layout as .png).
 Unreadable images are skipped and listed at the end; outputs that exist are kept unless --overwrite.
+Image i of the inputs (in the order above) uses seed --seed + i, so each output is the same whatever --batch-size,
+and a resumed run writes what an uninterrupted one would have.
 Writes the images, OUT/grid.png (inputs beside translations) and OUT/settings.json (every option and the skip list).
 --prompt defaults to the LoRA's identifier when LORA holds the config.yaml of an atelier style-lora run."""
 
 GRID_ROWS = 8
+SEED_HELP = "random seed: image i of the inputs (files as given, folders sorted) uses N+i (default 0)"
 
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("translate", help="style transfer of images/folders (SDEdit + style LoRA + image adapter)",
                                    epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders")
-    add_model_arguments(parser)
+    add_model_arguments(parser, seed_help=SEED_HELP)
     parser.add_argument("--image-adapter", metavar="DIR", help="image adapter: folder with image_encoder/ and ip-adapter*.safetensors|.bin")
     parser.add_argument("--strength", type=float, default=0.5, metavar="S", help="share of the schedule re-noised, in [0, 1] (default 0.5)")
     parser.add_argument("--image-cond-scale", type=float, default=0.3, metavar="S", help="image adapter weight (default 0.3)")
@@ -63,10 +66,18 @@ def collect_inputs(inputs: list[str], out: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def convert_in_batches(todo: list[tuple[Path, Path]], out: Path, size: tuple[int, int], batch_size: int,
-                       convert: Callable[[torch.Tensor], list[Image.Image]]) -> tuple[list[str], list[dict], list[list[Image.Image]]]:
-    """Load, resize (H, W) and convert (input, output) files in batches, saving each result; unreadable inputs are
-    skipped. Returns (written paths relative to OUT, skipped {file, reason} entries, up to GRID_ROWS [input, output])."""
+def pending(pairs: list[tuple[Path, Path]], seed: int, overwrite: bool) -> list[tuple[Path, Path, int]]:
+    """(input, output, seed) of the outputs still to write. Image i of the full input list gets seed + i, numbered before
+    existing outputs are left out, so an output depends neither on --batch-size, nor on its batch-mates, nor on resuming."""
+    return [(source, target, seed + index) for index, (source, target) in enumerate(pairs) if overwrite or not target.exists()]
+
+
+def convert_in_batches(todo: list[tuple[Path, Path, int]], out: Path, size: tuple[int, int], batch_size: int,
+                       convert: Callable[[torch.Tensor, list[int]], list[Image.Image]],
+                       ) -> tuple[list[str], list[dict], list[list[Image.Image]]]:
+    """Load, resize (H, W) and convert (input, output, seed) files in batches (`convert(images, seeds)`, one seed per
+    image), saving each result; unreadable inputs are skipped. Returns (written paths relative to OUT, skipped
+    {file, reason} entries, up to GRID_ROWS [input, output])."""
     import torch
 
     from atelier.data.transforms import open_rgb, resize_image
@@ -78,15 +89,15 @@ def convert_in_batches(todo: list[tuple[Path, Path]], out: Path, size: tuple[int
     written, skipped, grid = [], [], []
     for start in progress(range(0, len(todo), batch_size), desc="convert"):
         loaded = []
-        for source, target in todo[start : start + batch_size]:
+        for source, target, seed in todo[start : start + batch_size]:
             try:
-                loaded.append((resize_image(open_rgb(source), size), target))
+                loaded.append((resize_image(open_rgb(source), size), target, seed))
             except UserError as error:
                 skipped.append({"file": str(source), "reason": str(error)})
         if not loaded:
             continue
-        results = convert(torch.stack([pil_to_tensor(image) for image, _ in loaded]))
-        for (source_image, target), result in zip(loaded, results):
+        results = convert(torch.stack([pil_to_tensor(image) for image, _, _ in loaded]), [seed for _, _, seed in loaded])
+        for (source_image, target, _), result in zip(loaded, results):
             save_image(result, target)
             written.append(str(target.relative_to(out)))
             if len(grid) < GRID_ROWS:
@@ -115,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size {args.batch_size} / --steps {args.steps}: expected positive integers")
     started = time.time()
     pairs = collect_inputs(args.inputs, args.out)
-    todo = [(source, target) for source, target in pairs if args.overwrite or not target.exists()]
+    todo = pending(pairs, args.seed, args.overwrite)
     prompt = args.prompt if args.prompt is not None else default_prompt(args.lora)
     logger.info("translate: %d images (%d kept from earlier runs), prompt %r", len(todo), len(pairs) - len(todo), prompt)
     skipped, grid, written = [], [], []
@@ -123,10 +134,10 @@ def run(args: argparse.Namespace) -> int:
     if todo:
         components, adapter = load_style_model(args.model, args.lora, args.lora_scale, args.image_adapter, speed=speed)
 
-        def convert(images):
+        def convert(images, seeds):
             return translate(components, images, [prompt] * len(images), strength=args.strength, steps=args.steps,
                              guidance_scale=args.guidance_scale, negative_prompt=args.negative_prompt, image_adapter=adapter,
-                             image_cond_scale=args.image_cond_scale, seed=args.seed, scheduler=args.scheduler,
+                             image_cond_scale=args.image_cond_scale, seed=seeds, scheduler=args.scheduler,
                              show_progress=False).images
 
         written, skipped, grid = convert_in_batches(todo, args.out, size_hw(components, args.size), args.batch_size, convert)

@@ -2,11 +2,16 @@
 
 Pipelines build a `predict_noise(latents, t)` closure (guidance, adapters, LoRA scales live there) and hand it to
 `denoise`; the scheduler owns all noise math (house style 1), so no pipeline re-derives it.
+
+Every image of a batch draws its noise (initial and per step) from its own generator (`image_generators`,
+`randn_per_image`), so an image's result depends only on its seed: not on its place in the batch, on the batch
+size, or on which other images share the batch.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from numbers import Integral
+from typing import Callable, Literal, Sequence
 
 import torch
 
@@ -14,6 +19,7 @@ from atelier.errors import UserError
 from atelier.utils.progress import progress
 
 SchedulerName = Literal["ddpm", "ddim", "euler", "dpm"]
+Seeds = int | Sequence[int]  # an int S: image i of the batch uses S + i; a sequence: one seed per image
 
 
 def make_scheduler(name: SchedulerName, config) -> object:
@@ -36,9 +42,50 @@ def img2img_timesteps(scheduler, steps: int, strength: float, device: torch.devi
     return scheduler.timesteps[start:]
 
 
+def image_seeds(seed: Seeds, count: int) -> list[int]:
+    """The seed of each of `count` images: an int S gives S, S+1, ..., S+count-1 (so a batch seeded S equals its images
+    run one by one with their own seeds); a sequence names each image's seed and must have one per image."""
+    if isinstance(seed, Integral):
+        return [int(seed) + index for index in range(count)]
+    seeds = [int(value) for value in seed]
+    if len(seeds) != count:
+        raise ValueError(f"got {len(seeds)} seeds for {count} images; pass one seed per image, or one int S for S, S+1, ...")
+    return seeds
+
+
+def image_generators(seed: Seeds, count: int, device: torch.device | str = "cpu") -> list[torch.Generator]:
+    """One generator per image (seeds as `image_seeds`), on `device`: the list diffusers' schedulers take as
+    `generator`, drawing image i's step noise from generator i alone."""
+    return [torch.Generator(device=device).manual_seed(value) for value in image_seeds(seed, count)]
+
+
+def _check_one_per_image(generators: Sequence[torch.Generator], batch: int) -> None:
+    """ValueError unless there is one generator per image (diffusers would silently use the first `batch`)."""
+    if len(generators) != batch:
+        raise ValueError(f"got {len(generators)} generators for a batch of {batch}; pass one generator per image")
+
+
+def randn_per_image(shape: Sequence[int], generators: Sequence[torch.Generator], device: torch.device | str = "cpu",
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard normal noise of `shape` (batch first), image i drawn from generators[i] alone: the rule diffusers'
+    `randn_tensor` applies to a generator list, so the initial noise follows the same per-image streams as the steps."""
+    batch, *rest = shape
+    _check_one_per_image(generators, batch)
+    return torch.cat([torch.randn((1, *rest), generator=generator, device=device, dtype=dtype) for generator in generators])
+
+
 def denoise(predict_noise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], scheduler, latents: torch.Tensor,
-            timesteps: torch.Tensor, generator: torch.Generator | None = None, show_progress: bool = True) -> torch.Tensor:
-    """The one denoising loop: for each timestep, predict the model output and let the scheduler step."""
+            timesteps: torch.Tensor, generators: Sequence[torch.Generator] | None = None,
+            show_progress: bool = True) -> torch.Tensor:
+    """The one denoising loop: for each timestep, predict the model output and let the scheduler step.
+
+    `generators` (one per image, `image_generators`) feed the noise of stochastic schedulers (DDPM, DDIM with eta > 0,
+    SDE solvers): diffusers draws image i's noise from generators[i], so no image's noise depends on its batch.
+    """
+    generator = None
+    if generators is not None:
+        _check_one_per_image(generators, len(latents))
+        generator = list(generators)  # diffusers' randn_tensor recognises a list, not any sequence
     for t in progress(timesteps, desc="denoise", enabled=show_progress):
         model_input = scheduler.scale_model_input(latents, t)
         noise_prediction = predict_noise(model_input, t)

@@ -25,7 +25,7 @@ from atelier.errors import UserError
 from atelier.models.base import SDComponents
 from atelier.models.speed import SpeedConfig, apply_speed, cast
 from atelier.models.uni_adapter import ResidualUNet, UniAdapter, branch_weights
-from atelier.pipelines.common import SchedulerName
+from atelier.pipelines.common import SchedulerName, Seeds
 from atelier.pipelines.style import translate
 
 logger = logging.getLogger(__name__)
@@ -131,9 +131,12 @@ def _all_domains(weights: dict[str, float]) -> dict[str, float]:
 @torch.no_grad()
 def illustrate(model: Illustrator, images: torch.Tensor, *, prompt: str = "", negative_prompt: str = "",
                strength: float = 0.7, steps: int = 50, guidance_scale: float = 5.0, adapter_scale: float = 1.0,
-               adapter_weights: list[float] | None = None, lora_weights: dict[str, float] | None = None, seed: int = 0,
+               adapter_weights: list[float] | None = None, lora_weights: dict[str, float] | None = None, seed: Seeds = 0,
                scheduler: SchedulerName = "ddpm", show_progress: bool = True) -> IllustrateOutput:
-    """Translate (B, 3, H, W) photos in [-1, 1]: validate -> LoRA weights -> adapter features -> SDEdit with residuals."""
+    """Translate (B, 3, H, W) photos in [-1, 1]: validate -> LoRA weights -> adapter features -> SDEdit with residuals.
+
+    `seed`: an int S seeds photo i with S + i, a sequence gives each photo's seed (as `style.translate`).
+    """
     from atelier.models.dual_lora import set_domain_weights
 
     # 1. validate: the adapter's weights (the size is checked by the adapter and the translation)

@@ -6,7 +6,8 @@ Sampling as CFLD's test script ("uc_down_full"): three UNet branches per step, b
     full           decoder context, pose residuals, query biases
 combined as eps = eps_uc + pose_scale (eps_pose - eps_uc) + full_scale (eps_full - eps_pose); the paper samples with
 DDPM, 50 steps, both scales 2. With equal scales this is classifier-free guidance between the unconditional and the
-full branch (the pose branch cancels). The scheduler owns all noise math (`pipelines.common.denoise`).
+full branch (the pose branch cancels). The scheduler owns all noise math (`pipelines.common.denoise`); each pair
+draws its noise from its own seed, so a pair's image does not depend on the batch it is drawn in.
 
 `load_pose_model` reads atelier's CFLD folder (a training run's `final/`, or the run folder) or CFLD's released
 checkpoint folder (`pytorch_model.bin` + `pytorch_model_1.bin`, with `base` = a Stable Diffusion 1.5 folder for the VAE,
@@ -28,7 +29,8 @@ from atelier.data.pose import FRAME_HW
 from atelier.errors import UserError
 from atelier.models.cfld.model import CFLD, CFLDConfig, Conditioning
 from atelier.models.speed import SpeedConfig, apply_speed_to_unet, apply_speed_to_vae, cast, set_attention
-from atelier.pipelines.common import SchedulerName, decode_latents, denoise, make_scheduler
+from atelier.pipelines.common import (SchedulerName, Seeds, decode_latents, denoise, image_generators, make_scheduler,
+                                      randn_per_image)
 from atelier.utils.images import tensor_to_pil
 
 logger = logging.getLogger(__name__)
@@ -184,9 +186,12 @@ def cfld_guidance(cfld: CFLD, cond: Conditioning, pose_scale: float, full_scale:
 
 @torch.no_grad()
 def transfer(model: PoseModel, appearance: torch.Tensor, target_pose: torch.Tensor, *, steps: int = 50,
-             scheduler: SchedulerName = "ddpm", pose_scale: float = 2.0, full_scale: float = 2.0, seed: int = 0,
+             scheduler: SchedulerName = "ddpm", pose_scale: float = 2.0, full_scale: float = 2.0, seed: Seeds = 0,
              show_progress: bool = True) -> PoseTransferOutput:
-    """Redraw each source (B, 3, h, w) in [-1, 1] in its target pose map (B, 21, H, W): one image per pair."""
+    """Redraw each source (B, 3, h, w) in [-1, 1] in its target pose map (B, 21, H, W): one image per pair.
+
+    `seed`: an int S seeds pair i with S + i, a sequence gives each pair's seed.
+    """
     # 1. validate
     latent_hw = check_sizes(model.config, model.latent_scale)
     if len(appearance) != len(target_pose):
@@ -198,19 +203,19 @@ def transfer(model: PoseModel, appearance: torch.Tensor, target_pose: torch.Tens
         raise UserError(f"--steps {steps}: expected a positive number of sampling steps")
     param = next(model.cfld.parameters())
     device = param.device
+    generators = image_generators(seed, len(appearance), device)
     # 2. encode the conditions: decoder context, pose residuals, query biases
     cond = model.cfld.condition(appearance.to(device, param.dtype), target_pose.to(device, param.dtype), latent_hw)
     # 3. timesteps
     sampler = make_scheduler(scheduler, model.scheduler.config)
     sampler.set_timesteps(steps, device=device)
     # 4. latents
-    generator = torch.Generator(device=device).manual_seed(seed)
     channels = model.cfld.unet.config.in_channels
-    latents = torch.randn((len(appearance), channels, *latent_hw), generator=generator, device=device)
+    latents = randn_per_image((len(appearance), channels, *latent_hw), generators, device)
     latents = latents * sampler.init_noise_sigma
     # 5. denoise
     predict = cfld_guidance(model.cfld, cond, pose_scale, full_scale)
-    latents = denoise(predict, sampler, latents, sampler.timesteps, generator, show_progress)
+    latents = denoise(predict, sampler, latents, sampler.timesteps, generators, show_progress)
     # 6. decode
     images = decode_latents(model.vae, latents)
     return PoseTransferOutput([tensor_to_pil(image) for image in images], latents)
@@ -221,11 +226,16 @@ def output_name(source: str, target: str) -> str:
     return f"{Path(source).stem}_2_{Path(target).stem}.png"
 
 
-def transfer_pairs(model: PoseModel, pairs, indices: list[int], batch_size: int = 8,
+def transfer_pairs(model: PoseModel, pairs, indices: list[int], batch_size: int = 8, seed: int = 0,
                    **sampling: Any) -> Iterator[tuple[list, list[Image.Image]]]:
-    """Yield (PosePair items, generated images) batch by batch for pairs[indices] (a `data.pairs.PosePairs`)."""
+    """Yield (PosePair items, generated images) batch by batch for pairs[indices] (a `data.pairs.PosePairs`).
+
+    Pair i of `pairs` uses seed + i (its index in the pair list, not in `indices`), so its image is the same whatever
+    the batch size and whichever pairs are left out (e.g. those already drawn by an interrupted run).
+    """
     for start in range(0, len(indices), batch_size):
-        items = [pairs[i] for i in indices[start : start + batch_size]]
+        chosen = indices[start : start + batch_size]
+        items = [pairs[i] for i in chosen]
         out = transfer(model, torch.stack([it.appearance for it in items]), torch.stack([it.target_pose for it in items]),
-                       show_progress=False, **sampling)
+                       seed=[seed + i for i in chosen], show_progress=False, **sampling)
         yield items, out.images

@@ -4,7 +4,8 @@ The Diffusion-LoRA-Style-Transfer recipe (REFERENCE section 1): the photo's late
 point of the schedule (the scheduler's `add_noise`; `img2img_timesteps` picks the last `strength` share of the steps,
 so strength 0 returns the input through the VAE and 1 ignores it) and denoised by the UNet with the style LoRA,
 prompted with the LoRA's identifier; an image adapter fed the same photo (`image_cond_scale`) keeps its details.
-The image's latent is the VAE posterior mean (deterministic), so only the added noise depends on the seed.
+The image's latent is the VAE posterior mean (deterministic), so only the added noise depends on the seed, and each
+image draws that noise from its own seed (`pipelines.common.image_generators`): its result does not depend on the batch.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from atelier.models.adapters import ImageAdapter
 from atelier.models.base import SDComponents
 from atelier.models.encode import encode_images, encode_prompts
 from atelier.models.speed import SpeedConfig, apply_speed, cast, set_encoder_attention
-from atelier.pipelines.common import (SchedulerName, classifier_free_guidance, decode_latents, denoise,
-                                      img2img_timesteps, make_scheduler)
+from atelier.pipelines.common import (SchedulerName, Seeds, classifier_free_guidance, decode_latents, denoise,
+                                      image_generators, img2img_timesteps, make_scheduler, randn_per_image)
 from atelier.utils.images import tensor_to_pil
 
 logger = logging.getLogger(__name__)
@@ -60,9 +61,13 @@ def load_style_model(base: str, lora: str | None = None, lora_scale: float = 1.0
 @torch.no_grad()
 def translate(components: SDComponents, images: torch.Tensor, prompts: list[str], *, strength: float = 0.5,
               steps: int = 100, guidance_scale: float = 7.5, negative_prompt: str = "",
-              image_adapter: ImageAdapter | None = None, image_cond_scale: float = 0.3, seed: int = 0,
+              image_adapter: ImageAdapter | None = None, image_cond_scale: float = 0.3, seed: Seeds = 0,
               scheduler: SchedulerName = "ddim", show_progress: bool = True) -> TranslateOutput:
-    """Translate (B, 3, H, W) images in [-1, 1]: validate -> timesteps -> encode -> latents -> denoise -> decode."""
+    """Translate (B, 3, H, W) images in [-1, 1]: validate -> timesteps -> encode -> latents -> denoise -> decode.
+
+    `seed`: an int S seeds image i with S + i, a sequence gives each image's seed; an image's result depends only on
+    its own seed, whatever the batch it is translated in.
+    """
     # 1. validate
     height, width = images.shape[-2:]
     scale = components.latent_scale
@@ -74,6 +79,7 @@ def translate(components: SDComponents, images: torch.Tensor, prompts: list[str]
         raise UserError(f"--image-cond-scale {image_cond_scale}: expected a value >= 0 (0 ignores the image adapter)")
     unet = components.unet
     device = next(unet.parameters()).device
+    generators = image_generators(seed, len(images), device)
     # 2. timesteps: the last `strength` share of the schedule (SDEdit)
     sampler = make_scheduler(scheduler, components.scheduler.config)
     timesteps = img2img_timesteps(sampler, steps, strength, device)
@@ -86,15 +92,14 @@ def translate(components: SDComponents, images: torch.Tensor, prompts: list[str]
         image_adapter.set_scale(image_cond_scale)
         embeds = image_adapter.embed(images)
         image_embeds = (embeds, torch.zeros_like(embeds))
-    # 4. latents: the images' latents noised to the first kept timestep
-    generator = torch.Generator(device=device).manual_seed(seed)
+    # 4. latents: the images' latents noised to the first kept timestep, each image's noise from its own generator
     latents = init
     if len(timesteps):
-        noise = torch.randn(init.shape, generator=generator, device=device, dtype=init.dtype)
+        noise = randn_per_image(init.shape, generators, device, init.dtype)
         latents = sampler.add_noise(init, noise, timesteps[:1].repeat(len(init)))
     # 5. denoise
     predict = classifier_free_guidance(unet, cond, uncond, guidance_scale, image_embeds)
-    latents = denoise(predict, sampler, latents, timesteps, generator, show_progress)
+    latents = denoise(predict, sampler, latents, timesteps, generators, show_progress)
     # 6. decode
     decoded = decode_latents(components.vae, latents)
     return TranslateOutput([tensor_to_pil(image) for image in decoded], latents)
