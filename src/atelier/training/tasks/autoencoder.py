@@ -1,7 +1,12 @@
 """Task `autoencoder`: train a (tiny) VAE on an image folder, so the embedded default has a working latent space.
 
-Loss: L1 reconstruction + a small KL term (beta); afterwards the scaling factor is set to 1 / std of the latents, as
-Stable Diffusion's 0.18215 was chosen, so the UNet sees unit-variance latents.
+Loss: L1 or MSE reconstruction of a posterior sample + a small KL term (beta); afterwards the scaling factor is set to
+1 / std of the latents, as Stable Diffusion's 0.18215 was chosen, so the UNet sees unit-variance latents.
+
+A VAE trained from scratch (`init`; measured on FashionSynth at 64x48, 3000 steps, held-out identities) learns faster
+when it starts simple: every residual branch and attention output at zero, so each block starts as the identity
+(SkipInit, De & Smith 2020; +1 dB PSNR), and the posterior nearly deterministic (log-variance -8), since at the usual
+start its standard deviation, near 1, is as large as the latents and the decoder first learns from noise (+0.4 dB).
 """
 
 from __future__ import annotations
@@ -30,7 +35,16 @@ class ImageFolderConfig:
 
 @dataclass
 class AutoencoderLossConfig:
+    reconstruction: Literal["l1", "mse"] = "l1"  # mse: what PSNR measures
     kl_weight: float = 1e-6
+
+
+@dataclass
+class AutoencoderInitConfig:
+    """How a VAE trained from scratch starts; the defaults keep the weights as built or loaded (fine-tuning)."""
+
+    zero_residuals: bool = False  # residual branches and attention outputs start at zero: every block is the identity
+    posterior_logvar: float | None = None  # the posterior's log-variance everywhere at the start (e.g. -8)
 
 
 @dataclass
@@ -40,6 +54,7 @@ class AutoencoderConfig:
     data: ImageFolderConfig = field(default_factory=ImageFolderConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
+    init: AutoencoderInitConfig = field(default_factory=AutoencoderInitConfig)
 
 
 def list_images(roots: list[str]) -> list[Path]:
@@ -52,6 +67,27 @@ def list_images(roots: list[str]) -> list[Path]:
     return files
 
 
+@torch.no_grad()
+def initialise_vae(vae: torch.nn.Module, init: AutoencoderInitConfig) -> None:
+    """Re-initialise a freshly built diffusers AutoencoderKL for training from scratch (see the module docstring)."""
+    from diffusers.models.attention_processor import Attention
+    from diffusers.models.resnet import ResnetBlock2D
+
+    if init.zero_residuals:
+        for module in vae.modules():
+            if isinstance(module, ResnetBlock2D):  # output = shortcut(x) + conv2(...): conv2 at zero
+                module.conv2.weight.zero_()
+                module.conv2.bias.zero_()
+            elif isinstance(module, Attention) and module.residual_connection:
+                module.to_out[0].weight.zero_()
+                module.to_out[0].bias.zero_()
+    if init.posterior_logvar is not None:
+        projection = vae.quant_conv if vae.quant_conv is not None else vae.encoder.conv_out  # -> (mean, logvar) channels
+        half = projection.out_channels // 2
+        projection.weight[half:].zero_()
+        projection.bias[half:].fill_(init.posterior_logvar)
+
+
 class AutoencoderTask:
     """Reconstruction training of the VAE; the UNet and text encoder are untouched."""
 
@@ -60,6 +96,7 @@ class AutoencoderTask:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.components = components or load_components(cfg.model.base, cfg.model.revision)
         self.vae = self.components.vae.to(self.device).train().requires_grad_(True)
+        initialise_vae(self.vae, cfg.init)
         files = list_images(cfg.data.roots)[: cfg.data.max_images]
         self.images = torch.stack([load_image_tensor(f, cfg.data.resolution, cfg.data.crop) for f in progress(files, desc="load images")])
 
@@ -80,7 +117,8 @@ class AutoencoderTask:
         noise = torch.randn(posterior.mean.shape, generator=generator, device=batch.device)
         latents = posterior.mean + posterior.std * noise
         reconstruction = self.vae.decode(latents).sample
-        return F.l1_loss(reconstruction, batch) + self.cfg.loss.kl_weight * posterior.kl().mean()
+        distance = F.mse_loss if self.cfg.loss.reconstruction == "mse" else F.l1_loss
+        return distance(reconstruction, batch) + self.cfg.loss.kl_weight * posterior.kl().mean()
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return dict(self.vae.named_parameters())
