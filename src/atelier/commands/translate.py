@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -21,6 +21,8 @@ EPILOG = """examples:
   atelier translate --model runs/demo/base/unet/final --lora runs/style/final photo.jpg --out out/styled --size 48x64
   atelier translate --model /models/stable-diffusion-v1-5 --lora monet-lora/ --image-adapter /models/IP-Adapter/models \\
       photos/ --out out/monet --prompt "A Monet painting, " --strength 0.5 --image-cond-scale 0.3 --steps 100
+  atelier translate --model runs/demo/base/unet/final --lora runs/style/final photos/ --out out/inverted --size 48x64 \
+      --inversion --strength 0.5 --restore-detail     # keeps layout and fine detail (measured in the demo's style stage)
 INPUT is any mix of image files and folders (searched recursively; outputs mirror the folder layout as .png).
 Unreadable images are skipped and listed at the end; outputs that exist are kept unless --overwrite.
 Image i of the inputs (in the order above) uses seed --seed + i, so each output is the same whatever --batch-size,
@@ -40,6 +42,12 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--image-adapter", metavar="DIR", help="image adapter: folder with image_encoder/ and ip-adapter*.safetensors|.bin")
     parser.add_argument("--strength", type=float, default=0.5, metavar="S", help="share of the schedule re-noised, in [0, 1] (default 0.5)")
     parser.add_argument("--image-cond-scale", type=float, default=0.3, metavar="S", help="image adapter weight (default 0.3)")
+    parser.add_argument("--inversion", action="store_true",
+                        help="start from the DDIM inversion of the input by the base model (LoRA off) instead of random "
+                             "noise: without the LoRA it returns the input, so only the style changes (needs --scheduler ddim)")
+    parser.add_argument("--source-prompt", default="", metavar="TEXT", help="prompt of the inversion (default empty)")
+    parser.add_argument("--restore-detail", action="store_true",
+                        help="add back what the VAE loses of the input (input - its VAE round trip): keeps prints and edges")
     parser.add_argument("--steps", type=int, default=100, metavar="N", help="scheduler steps; strength x N of them run (default 100)")
     parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="images per batch (default 4)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: keep them)")
@@ -131,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
     logger.info("translate: %d images (%d kept from earlier runs), prompt %r", len(todo), len(pairs) - len(todo), prompt)
     skipped, grid, written = [], [], []
     speed = speed_from_args(args, many=any(Path(text).expanduser().is_dir() for text in args.inputs))
+    if args.inversion:
+        speed = replace(speed, fuse_lora=False)  # the inversion runs the base model: the LoRA must stay switchable
     if todo:
         components, adapter = load_style_model(args.model, args.lora, args.lora_scale, args.image_adapter, speed=speed)
 
@@ -138,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
             return translate(components, images, [prompt] * len(images), strength=args.strength, steps=args.steps,
                              guidance_scale=args.guidance_scale, negative_prompt=args.negative_prompt, image_adapter=adapter,
                              image_cond_scale=args.image_cond_scale, seed=seeds, scheduler=args.scheduler,
+                             inversion=args.inversion, source_prompt=args.source_prompt, restore_detail=args.restore_detail,
                              show_progress=False).images
 
         written, skipped, grid = convert_in_batches(todo, args.out, size_hw(components, args.size), args.batch_size, convert)

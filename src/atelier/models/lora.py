@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -201,6 +202,31 @@ def set_lora_scale(models: list[torch.nn.Module | None], scale: float, adapter_n
             clear_text_cache(model)  # a text encoder's embeddings change with the scale
 
 
+@contextmanager
+def lora_disabled(models: list[torch.nn.Module | None]):
+    """Run the base models: every LoRA layer of `models` is bypassed inside the block and restored after it.
+    A fused LoRA is part of the weights and cannot be bypassed: that raises ValueError (load with fuse_lora off)."""
+    from atelier.models.encode import clear_text_cache
+
+    if any(getattr(model, "_atelier_fused_lora", False) for model in filter(None, models)):
+        raise ValueError("the LoRA is fused into the weights, so the base model cannot be run without it; "
+                         "load the model with SpeedConfig(fuse_lora=False)")
+    layers = _lora_layers(models)
+    changed = [model for model in filter(None, models) if _lora_layers([model])]  # their text embeddings change
+    states = [layer.disable_adapters for layer in layers]
+    for layer in layers:
+        layer.enable_adapters(False)
+    for model in changed:
+        clear_text_cache(model)
+    try:
+        yield
+    finally:
+        for layer, disabled in zip(layers, states):
+            layer.enable_adapters(not disabled)
+        for model in changed:
+            clear_text_cache(model)
+
+
 def fuse_lora(models: list[torch.nn.Module | None]) -> int:
     """Merge every LoRA layer's active adapters (at their current scales) into the base weights and put the plain base
     layer back in its place (diffusers' fuse_lora + unload_lora): inference runs at the base model's speed and the
@@ -223,6 +249,7 @@ def fuse_lora(models: list[torch.nn.Module | None]) -> int:
             if hasattr(model, "peft_config"):
                 del model.peft_config  # no adapter is left to configure (as diffusers' unload_lora does)
             model._hf_peft_config_loaded = False
+            model._atelier_fused_lora = True  # lora_disabled refuses: the base weights are gone
             clear_text_cache(model)
         fused += len(layers)
     return fused

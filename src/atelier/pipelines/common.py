@@ -93,6 +93,21 @@ def denoise(predict_noise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     return latents
 
 
+def ddim_invert(predict_noise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], scheduler_config, latents: torch.Tensor,
+                timesteps: torch.Tensor, steps: int, show_progress: bool = True) -> torch.Tensor:
+    """DDIM inversion (Song et al. 2021; as used for editing by Mokady et al. 2023): the deterministic DDIM ODE run
+    backwards from clean latents up to the first of `timesteps` (the tail of a `steps`-step DDIM schedule, e.g. from
+    `img2img_timesteps`), so DDIM sampling over `timesteps` with the same model and prompt returns the input up to
+    discretisation error. diffusers' DDIMInverseScheduler owns the step math."""
+    from diffusers import DDIMInverseScheduler
+
+    inverse = DDIMInverseScheduler.from_config(scheduler_config)
+    inverse.set_timesteps(steps, device=latents.device)
+    for t in progress(timesteps.flip(0), desc="invert", enabled=show_progress):
+        latents = inverse.step(predict_noise(latents, t), t, latents).prev_sample
+    return latents
+
+
 def classifier_free_guidance(unet, cond: torch.Tensor, uncond: torch.Tensor, guidance_scale: float,
                              image_embeds: tuple[torch.Tensor, torch.Tensor] | None = None,
                              **unet_kwargs) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
