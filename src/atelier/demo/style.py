@@ -4,19 +4,20 @@ Trained (cached under OUT/style): a LoRA (r 8, alpha 16 on the UNet's to_q/k/v/o
 illustrations of the training identities, captions prefixed "an illustration, ", timesteps in [0, 300) because
 translation only denoises from there (`train_strength` 0.3); and an image adapter (tiny random CLIP encoder -> 4 tokens
 -> decoupled cross-attention) on the training photos. Translated: the photos of the held-out identities
-(style/test.lst) by SDEdit, prompted with the identifier plus the photo's caption, same seed for every variant.
-Deviations from the recipe (strength 0.5, guidance 7.5), measured by the sweep table: on the tiny base every extra
-denoising step blurs, so the headline strength is 0.2, with guidance 3 (as the base stage samples).
+(style/test.lst), prompted with the identifier plus the photo's caption, two ways:
+- SDEdit, the recipe: random noise to `strength`, then DDIM with the LoRA. Deviation from the recipe's strength 0.5 /
+  guidance 7.5: on the tiny base every extra noised step blurs, so 0.2 with guidance 3 (as the base stage samples).
+- DDIM inversion (`translate(inversion=True)`): the base model (LoRA off, empty prompt) carries the photo's latents
+  to strength 0.5 deterministically, then DDIM with the LoRA; without the LoRA this returns the photo, so what
+  changes is the LoRA's doing. With `restore_detail`, what the VAE loses of the photo is added back.
 
 Metric, against synthetic ground truth: FashionSynth renders every photo also as the illustration of the same person
 in the same pose. PSNR (dB, higher is better), SSIM (Gaussian window) and mean absolute error (0-255) at 48x64 px,
 each against (a) the true illustration and (b) the true illustration passed through the base's VAE. Every diffusion
-output is a VAE decoding, so on (a) none can beat the VAE's own rendering of the truth (the "ceiling" row); (b)
-removes that shared loss and measures what the denoising and the LoRA do. Compared: the untranslated photo, as is
-and through the VAE (strength 0), SDEdit without the LoRA (same strength, seed, prompt), with it, and with it plus
-the image adapter (image_cond_scale 0.3). Checks: the LoRA translation's mean PSNR beats the untranslated photo's
-(raw on (a), through the VAE on (b)) and the translation without the LoRA; margins and per-image win counts are
-reported beside them.
+output is a VAE decoding, so on (a) none can beat the VAE's own rendering of the truth (the "ceiling" row) unless
+detail is restored; (b) removes that shared loss and measures what the denoising and the LoRA do. Checks: the
+translation with the LoRA beats the untranslated photo (with restored detail on (a); through the VAE on (b)) and the
+same translation without the LoRA; margins and per-image win counts are reported beside them, for SDEdit too.
 """
 
 from __future__ import annotations
@@ -39,14 +40,17 @@ from atelier.training.tasks.style_lora import StyleLoraConfig
 from atelier.training.tasks.text2img import CaptionedDataConfig, SampleConfig
 
 PREFIX = "an illustration, "
-TRANSLATE = {"strength": 0.2, "steps": 50, "guidance_scale": 3.0, "seed": 0, "scheduler": "ddim"}
-SWEEP = (0.1, 0.2, 0.3, 0.5)
+TRANSLATE = {"strength": 0.2, "steps": 50, "guidance_scale": 3.0, "seed": 0, "scheduler": "ddim"}  # SDEdit, the recipe
+INVERT = {**TRANSLATE, "strength": 0.5, "inversion": True}  # DDIM inversion by the base model, then the LoRA
+SWEEP = (0.3, 0.7)  # further inversion strengths, with the LoRA
 IMAGE_COND_SCALE = 0.3
 GRID_ROWS = 8
-PHOTO, PHOTO_VAE, PLAIN, STYLED, ADAPTED, CEILING = (
-    "untranslated photo", "untranslated photo through the VAE (strength 0)", "SDEdit without the LoRA",
-    "SDEdit with the style LoRA", f"style LoRA + image adapter (scale {IMAGE_COND_SCALE})",
-    "ceiling: true illustration through the VAE")
+PHOTO, PHOTO_VAE, PLAIN, STYLED, INV_PLAIN, INV_STYLED, DETAIL, ADAPTED, CEILING = (
+    "untranslated photo", "untranslated photo through the VAE (strength 0)",
+    f"SDEdit {TRANSLATE['strength']} without the LoRA", f"SDEdit {TRANSLATE['strength']} with the style LoRA (the recipe)",
+    f"inversion {INVERT['strength']} without the LoRA", f"inversion {INVERT['strength']} with the style LoRA",
+    f"inversion {INVERT['strength']} with the style LoRA + restore detail",
+    f"inversion with the style LoRA + image adapter (scale {IMAGE_COND_SCALE})", "ceiling: true illustration through the VAE")
 
 
 def style_configs(ctx: DemoContext, data: Path, base: Path) -> tuple[StyleLoraConfig, ImageAdapterConfig]:
@@ -101,29 +105,32 @@ def closeness(images: list[Image.Image], truths: list[Image.Image]) -> dict[str,
     return {"psnr": psnr(generated, reference), "ssim": ssim(generated, reference), "mae": error}
 
 
-def translations(ctx: DemoContext, base: Path, lora: Path, adapter: Path, photos: torch.Tensor, truths: torch.Tensor,
-                 prompts: list[str]) -> tuple[dict[str, list[Image.Image]], dict[float, dict[str, list[Image.Image]]]]:
-    """The headline variants (photo and truth through the VAE, SDEdit without/with the LoRA, LoRA + adapter) and a
-    strength sweep of SDEdit without/with the LoRA."""
+def translations(ctx: DemoContext, base: Path, lora: Path, adapter: Path, photos: torch.Tensor, truth_tensors: torch.Tensor,
+                 prompts: list[str]) -> tuple[dict[str, list[Image.Image]], dict[float, list[Image.Image]]]:
+    """Every variant of the closeness table (SDEdit and inversion, without/with the LoRA, ...) and the inversion
+    strength sweep with the LoRA."""
+    from atelier.models.speed import SpeedConfig
     from atelier.pipelines.style import load_style_model, translate
 
     plain, _ = load_style_model(str(base))
-    styled, image_adapter = load_style_model(str(base), str(lora), image_adapter=str(adapter))
-    settings = dict(TRANSLATE, steps=ctx.steps(TRANSLATE["steps"], 10), show_progress=False)
+    # unfused: the inversion runs the base model with the LoRA switched off
+    styled, image_adapter = load_style_model(str(base), str(lora), image_adapter=str(adapter), speed=SpeedConfig(fuse_lora=False))
+    steps = ctx.steps(TRANSLATE["steps"], 10)
 
-    def run(components, strength: float, scale: float = 0.0) -> list[Image.Image]:
+    def run(components, settings: dict, scale: float = 0.0, **options) -> list[Image.Image]:
         # the adapter at scale 0 is exactly the UNet without it (tests/test_translate.py), so one model serves both
         kwargs = {"image_adapter": image_adapter, "image_cond_scale": scale} if components is styled else {}
-        return translate(components, photos, prompts, **{**settings, "strength": strength}, **kwargs).images
+        return translate(components, photos, prompts, **{**settings, "steps": steps}, **kwargs, **options,
+                         show_progress=False).images
 
-    sweep = ctx.timed("translate: strength sweep", lambda: {s: {PLAIN: run(plain, s), STYLED: run(styled, s)} for s in SWEEP})
-    headline = {
-        PHOTO_VAE: run(plain, 0.0),
-        **sweep[TRANSLATE["strength"]],
-        ADAPTED: ctx.timed("translate: LoRA + adapter", lambda: run(styled, TRANSLATE["strength"], IMAGE_COND_SCALE)),
-        CEILING: translate(plain, truths, prompts, **{**settings, "strength": 0.0}).images,
-    }
-    return headline, sweep
+    headline = ctx.timed("translate: SDEdit", lambda: {PHOTO_VAE: run(plain, {**TRANSLATE, "strength": 0.0}),
+                                                        PLAIN: run(plain, TRANSLATE), STYLED: run(styled, TRANSLATE)})
+    headline |= ctx.timed("translate: inversion", lambda: {INV_PLAIN: run(plain, INVERT), INV_STYLED: run(styled, INVERT),
+                                                           DETAIL: run(styled, INVERT, restore_detail=True),
+                                                           ADAPTED: run(styled, INVERT, IMAGE_COND_SCALE)})
+    headline[CEILING] = translate(plain, truth_tensors, prompts, **{**TRANSLATE, "strength": 0.0}, show_progress=False).images
+    sweep = ctx.timed("translate: inversion sweep", lambda: {s: run(styled, {**INVERT, "strength": s}) for s in SWEEP})
+    return headline, {**sweep, INVERT["strength"]: headline[INV_STYLED]}
 
 
 Scores = dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]  # variant -> (vs truth, vs truth through VAE)
@@ -134,30 +141,33 @@ def margin(styled: np.ndarray, other: np.ndarray) -> str:
     return f"{float((styled - other).mean()):+.2f} dB, higher on {int((styled > other).sum())}/{len(styled)}"
 
 
-def score_tables(scores: Scores, sweep: dict[float, dict[str, list[Image.Image]]], rendered: list[Image.Image],
-                 count: int) -> tuple[list[Table], dict[str, bool]]:
+def score_tables(scores: Scores, sweep: dict[float, list[Image.Image]], rendered: list[Image.Image],
+                 truths: list[Image.Image], count: int) -> tuple[list[Table], dict[str, bool]]:
     """The closeness, margin and sweep tables, and the pass/fail claims."""
     rows = [{"images": method, "PSNR dB": float(raw["psnr"].mean()), "SSIM": float(raw["ssim"].mean()), "MAE": float(raw["mae"].mean()),
              "PSNR dB (vs truth through VAE)": float(vae["psnr"].mean()), "SSIM (vs truth through VAE)": float(vae["ssim"].mean()),
              "MAE (vs truth through VAE)": float(vae["mae"].mean())} for method, (raw, vae) in scores.items()]
     raw = {method: pair[0]["psnr"] for method, pair in scores.items()}
     vae = {method: pair[1]["psnr"] for method, pair in scores.items()}
-    margins = [{"LoRA translation vs": PHOTO, "PSNR vs true illustration": margin(raw[STYLED], raw[PHOTO]), "PSNR vs truth through the VAE": "-"},
-               {"LoRA translation vs": PHOTO_VAE, "PSNR vs true illustration": "-", "PSNR vs truth through the VAE": margin(vae[STYLED], vae[PHOTO_VAE])},
-               {"LoRA translation vs": PLAIN, "PSNR vs true illustration": margin(raw[STYLED], raw[PLAIN]),
-                "PSNR vs truth through the VAE": margin(vae[STYLED], vae[PLAIN])}]
-    sweep_rows = [{"strength": strength, **{f"PSNR dB vs truth through VAE: {method}": float(closeness(images, rendered)["psnr"].mean())
-                                            for method, images in variants.items()}} for strength, variants in sweep.items()]
+    compared = [(DETAIL, PHOTO, True, False), (INV_STYLED, PHOTO_VAE, False, True), (INV_STYLED, INV_PLAIN, True, True),
+                (STYLED, PHOTO, True, False), (STYLED, PHOTO_VAE, False, True), (STYLED, PLAIN, True, True)]
+    margins = [{"translation": ours, "vs": other, "PSNR vs true illustration": margin(raw[ours], raw[other]) if on_raw else "-",
+                "PSNR vs truth through the VAE": margin(vae[ours], vae[other]) if on_vae else "-"}
+               for ours, other, on_raw, on_vae in compared]
+    sweep_rows = [{"inversion strength, with the LoRA": strength, "PSNR dB vs true illustration": float(closeness(images, truths)["psnr"].mean()),
+                   "PSNR dB vs truth through VAE": float(closeness(images, rendered)["psnr"].mean())}
+                  for strength, images in sorted(sweep.items())]
     tables = [Table(f"closeness to the true illustration ({count} held-out photos, {RESOLUTION[1]}x{RESOLUTION[0]} px; PSNR and "
                     "SSIM higher is better, MAE on 0-255 lower is better)", rows),
-              Table("margins of the LoRA translation (mean per-image PSNR difference; images where it is higher)", margins),
-              Table("strength sweep (SDEdit, same seed and prompts)", sweep_rows)]
+              Table("margins (mean per-image PSNR difference; images where the first is higher)", margins),
+              Table("inversion strength sweep (with the LoRA, same prompts)", sweep_rows)]
     checks = {
-        "LoRA translation closer to the true illustration than the raw untranslated photo (mean PSNR)": bool(raw[STYLED].mean() > raw[PHOTO].mean()),
-        "LoRA translation closer than the untranslated photo through the same VAE (mean PSNR vs truth through the VAE)":
-            bool(vae[STYLED].mean() > vae[PHOTO_VAE].mean()),
-        "LoRA translation closer than the same translation without the LoRA (mean PSNR, both measures)":
-            bool(raw[STYLED].mean() > raw[PLAIN].mean() and vae[STYLED].mean() > vae[PLAIN].mean()),
+        "LoRA translation (inversion + restore detail) closer to the true illustration than the raw untranslated photo (mean PSNR)":
+            bool(raw[DETAIL].mean() > raw[PHOTO].mean()),
+        "LoRA translation (inversion) closer than the untranslated photo through the same VAE (mean PSNR vs truth through the VAE)":
+            bool(vae[INV_STYLED].mean() > vae[PHOTO_VAE].mean()),
+        "LoRA translation closer than the same translation without the LoRA (mean PSNR, both measures, inversion and SDEdit)":
+            all(table[ours].mean() > table[other].mean() for table in (raw, vae) for ours, other in ((INV_STYLED, INV_PLAIN), (STYLED, PLAIN))),
     }
     return tables, checks
 
@@ -181,33 +191,36 @@ def run_style(ctx: DemoContext) -> Section:
     rendered = headline[CEILING]
     results = {PHOTO: [resize_image(open_rgb(style / "photo" / name), RESOLUTION) for name in names], **headline}
     scores = {method: (closeness(images, truths), closeness(images, rendered)) for method, images in results.items()}
-    tables, checks = score_tables(scores, sweep, rendered, len(names))
+    tables, checks = score_tables(scores, sweep, rendered, truths, len(names))
     grid_path = ctx.out / "style" / "translations.png"
-    columns = [results[m] for m in (PHOTO, PHOTO_VAE, PLAIN, STYLED, ADAPTED, CEILING)] + [truths]
+    columns = [results[m] for m in (PHOTO, STYLED, INV_PLAIN, INV_STYLED, DETAIL, CEILING)] + [truths]
     shown = range(0, len(names), max(1, len(names) // GRID_ROWS))[:GRID_ROWS]  # spread over identities, not 8 poses of 2
     save_image(make_grid([[column[i] for column in columns] for i in shown], cell=(96, 128)), grid_path)
 
-    vae = {method: pair[1]["psnr"] for method, pair in scores.items()}
+    raw, vae = ({method: pair[index]["psnr"] for method, pair in scores.items()} for index in (0, 1))
     summary = (f"A style LoRA (r 8, alpha 16, {lora_cfg.train.max_steps} steps) learned FashionSynth's illustration style from the "
-               f"training identities' illustrations; the {len(names)} photos of held-out identities were translated by SDEdit "
-               f"(strength {TRANSLATE['strength']}, {TRANSLATE['steps']} DDIM steps, guidance {TRANSLATE['guidance_scale']}) and "
-               f"scored against their true illustrations at {RESOLUTION[1]}x{RESOLUTION[0]} px. PSNR of the LoRA translation vs the "
-               f"truth through the VAE: {vae[STYLED].mean():.2f} dB; margin over the photo through the VAE "
-               f"{margin(vae[STYLED], vae[PHOTO_VAE])}; over the translation without the LoRA {margin(vae[STYLED], vae[PLAIN])}. "
-               f"Against the raw truth, the base VAE's own rendering of the truth reaches {scores[CEILING][0]['psnr'].mean():.2f} dB "
-               f"and the raw photo {scores[PHOTO][0]['psnr'].mean():.2f} dB: while the first is below the second, no decoded output "
-               "can beat the raw photo; that needs a base VAE that reconstructs better.")
+               f"training identities' illustrations; the {len(names)} photos of held-out identities were translated and scored "
+               f"against their true illustrations at {RESOLUTION[1]}x{RESOLUTION[0]} px. Headline: DDIM inversion of the photo by "
+               f"the base model to strength {INVERT['strength']}, then {INVERT['steps']}-step DDIM sampling with the LoRA (guidance "
+               f"{INVERT['guidance_scale']}), plus restored detail: {raw[DETAIL].mean():.2f} dB PSNR vs {raw[PHOTO].mean():.2f} dB for "
+               f"the untranslated photo ({margin(raw[DETAIL], raw[PHOTO])}). Without restored detail, against the truth through the "
+               f"VAE (which removes the codec's shared loss): {vae[INV_STYLED].mean():.2f} dB vs {vae[PHOTO_VAE].mean():.2f} dB for the "
+               f"photo through the VAE ({margin(vae[INV_STYLED], vae[PHOTO_VAE])}) and {vae[INV_PLAIN].mean():.2f} dB without the LoRA "
+               f"({margin(vae[INV_STYLED], vae[INV_PLAIN])}). The recipe's SDEdit (strength {TRANSLATE['strength']}, random noise) "
+               f"also gains from the LoRA ({margin(vae[STYLED], vae[PLAIN])} through the VAE) but loses detail to the noise: "
+               f"{vae[STYLED].mean():.2f} dB, below the photo through the VAE ({margin(vae[STYLED], vae[PHOTO_VAE])}).")
     return Section(
         task="style",
         title="Style LoRA: photo -> illustration translation on FashionSynth",
         summary=summary,
         tables=tables,
-        images=[("held-out photo / photo through the VAE / SDEdit without LoRA / with the style LoRA / LoRA + image adapter / "
-                 "true illustration through the VAE / true illustration", grid_path),
+        images=[("held-out photo / SDEdit with the LoRA (recipe) / inversion without the LoRA / inversion with the LoRA / "
+                 "with restored detail / true illustration through the VAE / true illustration", grid_path),
                 ("text-to-image with the LoRA (training sample)", lora.parent / "samples" / f"step-{lora_cfg.train.max_steps:07d}.png"),
                 ("style LoRA training loss", lora.parent / "loss.png"), ("image adapter training loss", adapter.parent / "loss.png")],
         config=yaml.safe_dump({"style_lora": to_dict(lora_cfg), "image_adapter": to_dict(adapter_cfg),
-                               "translate": {**TRANSLATE, "image_cond_scale": IMAGE_COND_SCALE, "prompt": PREFIX + "<photo caption>"}},
+                               "translate": {"sdedit": TRANSLATE, "inversion": INVERT, "image_cond_scale": IMAGE_COND_SCALE,
+                                             "prompt": PREFIX + "<photo caption>", "source_prompt": ""}},
                               sort_keys=False),
         checks=checks,
     )
