@@ -31,3 +31,15 @@ def synth_root(tmp_path_factory):
     folder = tmp_path_factory.mktemp("synth") / "fs"
     synthesize(folder, identities=6, poses_per_identity=3, size=(88, 128), seed=0)
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and do not fight other processes for the cores (modules opt in with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -18,13 +18,7 @@ XS = [88, 88, 66, 60, 58, 110, 116, 118, 74, 72, 70, 102, 104, 106, 83, 93, 78, 
 M1, M2 = "0002_c1s1_000451_03.jpg", "0002_c2s1_000301_01.jpg"  # Market-1501 names
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and do not fight other processes for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run fastest on one thread
 
 
 def _row(name, ys=YS, xs=XS):

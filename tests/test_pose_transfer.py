@@ -19,13 +19,7 @@ from atelier.training.tasks import build_task, load_config
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-pose.yaml"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and do not fight other processes for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run fastest on one thread
 
 
 def test_guidance_with_equal_scales_is_plain_classifier_free_guidance():
