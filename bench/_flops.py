@@ -89,3 +89,24 @@ def lora_training_flops(unet, latent_hw: tuple[int, int], batch: int, rank: int 
     flops = count_flops(step)
     del model
     return flops
+
+
+def style_lora_flop_bound(components, resolution_hw: tuple[int, int]) -> dict:
+    """Per image, the FLOPs a diffusers-example LoRA step spends on the frozen VAE encoder and text encoder, and on the
+    UNet forward + backward both loops spend; their ratio bounds what caching the frozen parts can gain. Counted on
+    shape-only (meta device) copies built from the components' configs: nothing runs."""
+    from transformers import CLIPTextModel
+
+    with torch.device("meta"):
+        vae = type(components.vae).from_config(components.vae.config)
+        unet = type(components.unet).from_config(components.unet.config)
+        text_encoder = CLIPTextModel(components.text_encoder.config)
+    pixels = torch.zeros(1, 3, *resolution_hw, device="meta")
+    tokens = torch.zeros(1, 77, dtype=torch.long, device="meta")
+    scale = 2 ** (len(components.vae.config.block_out_channels) - 1)
+    with torch.no_grad():
+        encode = count_flops(lambda: vae.encode(pixels).latent_dist.mean)
+        text = count_flops(lambda: text_encoder(tokens))
+    train = lora_training_flops(unet, (resolution_hw[0] // scale, resolution_hw[1] // scale), 1)
+    return {"vae_encode_flops": encode, "text_encoder_flops": text, "unet_forward_backward_flops": train,
+            "steady_ratio_bound": round((encode + text + train) / train, 3)}
