@@ -21,7 +21,7 @@ EPILOG = """examples:
   atelier translate --model runs/demo/base/unet/final --lora runs/style/final photo.jpg --out out/styled --size 48x64
   atelier translate --model /models/stable-diffusion-v1-5 --lora monet-lora/ --image-adapter /models/IP-Adapter/models \\
       photos/ --out out/monet --prompt "A Monet painting, " --strength 0.5 --image-cond-scale 0.3 --steps 100
-  atelier translate --model runs/demo/base/unet/final --lora runs/style/final photos/ --out out/inverted --size 48x64 \
+  atelier translate --model runs/demo/base/unet/final --lora runs/style/final photos/ --out out/inverted --size 48x64 \\
       --inversion --strength 0.5 --restore-detail     # keeps layout and fine detail (measured in the demo's style stage)
 INPUT is any mix of image files and folders (searched recursively; outputs mirror the folder layout as .png).
 Unreadable images are skipped and listed at the end; outputs that exist are kept unless --overwrite.
