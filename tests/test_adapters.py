@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from atelier.config import ModelConfig, TrainConfig
 from atelier.errors import UserError
@@ -16,6 +14,7 @@ from atelier.models.base import build_tiny_components
 from atelier.training.loop import train
 from atelier.training.tasks.autoencoder import ImageFolderConfig
 from atelier.training.tasks.image_adapter import ImageAdapterConfig, ImageAdapterSampleConfig, ImageAdapterTask
+from tests.helpers import write_random_photos
 
 IMAGES = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
 
@@ -91,10 +90,7 @@ def test_adapter_for_another_base_or_without_encoder_is_a_clear_error(tmp_path: 
 
 def test_image_adapter_task_trains_only_the_adapter(tmp_path: Path) -> None:
     photos = tmp_path / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(0)
-    for index in range(4):
-        Image.fromarray(rng.integers(0, 255, (36, 40, 3), dtype=np.uint8)).save(photos / f"p{index}.jpg")
+    write_random_photos(photos, 4, (36, 40), ".jpg")
     cfg = ImageAdapterConfig(model=ModelConfig(base="tiny"), data=ImageFolderConfig(roots=[str(photos)], resolution=(32, 32)),
                              train=TrainConfig(max_steps=2, batch_size=2, lr=1e-2, checkpoint_every=2, sample_every=2),
                              sample=ImageAdapterSampleConfig(count=2, steps=2))

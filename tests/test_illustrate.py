@@ -14,13 +14,12 @@ from PIL import Image
 from atelier.commands import illustrate as illustrate_command
 from atelier.commands import train as train_command
 from atelier.errors import UserError
-from atelier.models.base import build_tiny_components, freeze
-from atelier.models.dual_lora import add_dual_lora
-from atelier.models.lora import LoraSettings
+from atelier.models.base import build_tiny_components
 from atelier.models.sketch import PiDiNet, xdog_sketch
 from atelier.models.uni_adapter import UniAdapter, build_uni_adapter
 from atelier.pipelines.dual_lora import Illustrator, illustrate
 from atelier.pipelines.style import translate
+from tests.helpers import randomised_dual_lora_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SETTINGS = dict(strength=0.7, steps=10, guidance_scale=5.0, seed=3, scheduler="ddpm", show_progress=False)
@@ -37,14 +36,7 @@ def run_command(module, argv: list[str]) -> int:
 @pytest.fixture(scope="module")
 def model() -> Illustrator:
     """A tiny model with randomised dual LoRA and adapters (so each visibly changes the output)."""
-    components = build_tiny_components()
-    freeze(components.unet, components.vae, components.text_encoder)
-    add_dual_lora(components.unet, LoraSettings(rank=4, alpha=8.0))
-    adapter = build_uni_adapter(components.unet, components.latent_scale, num_res_blocks=1).eval()
-    with torch.no_grad():
-        for name, param in [*components.unet.named_parameters(), *adapter.named_parameters()]:
-            if ".lora_B." in name or "adapter" in name:
-                param.add_(torch.randn(param.shape, generator=torch.Generator().manual_seed(len(name))) * 0.1)
+    components, adapter = randomised_dual_lora_model()
     return Illustrator(components, UniAdapter(adapter, xdog_sketch))
 
 

@@ -24,6 +24,7 @@ from atelier.models.base import build_tiny_components, freeze
 from atelier.pipelines.common import image_generators, image_seeds, randn_per_image
 from atelier.pipelines.style import translate
 from atelier.pipelines.text2img import generate
+from tests.helpers import write_random_photos
 
 SHARE = 1e-5
 FAST = dict(steps=4, show_progress=False)
@@ -163,10 +164,7 @@ def assert_same_pixels(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> No
 
 def test_translate_command_output_is_independent_of_batch_size_and_resume(tmp_path: Path) -> None:
     photos_dir = tmp_path / "photos"
-    photos_dir.mkdir()
-    rng = np.random.default_rng(0)
-    for index in range(4):
-        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(photos_dir / f"p{index}.png")
+    write_random_photos(photos_dir, 4, (32, 32))
     one_by_one = translate_folder(photos_dir, tmp_path / "b1", "--batch-size", "1")
     batched = translate_folder(photos_dir, tmp_path / "b3", "--batch-size", "3")
     assert sorted(batched) == ["p0.png", "p1.png", "p2.png", "p3.png"]

@@ -154,25 +154,17 @@ def test_pose_model_keeps_cfld_query_bias_and_matches() -> None:
 
 
 def test_illustrator_fuses_its_lora_weights_and_refuses_others() -> None:
-    from atelier.models.dual_lora import add_dual_lora
-    from atelier.models.lora import LoraSettings
     from atelier.models.sketch import xdog_sketch
-    from atelier.models.uni_adapter import UniAdapter, build_uni_adapter
+    from atelier.models.uni_adapter import UniAdapter
     from atelier.pipelines.dual_lora import Illustrator, apply_speed_to_illustrator, illustrate
+    from tests.helpers import randomised_dual_lora_model
 
     images = torch.rand(2, 3, 64, 48, generator=torch.Generator().manual_seed(0)) * 2 - 1
     settings = dict(strength=0.7, steps=6, guidance_scale=5.0, seed=3, scheduler="ddpm", show_progress=False)
     weights = {"real": 0.3, "illustration": 1.0}
     results = {}
     for name, speed in {"plain": PLAIN, "fast": SpeedConfig()}.items():
-        components = build_tiny_components()
-        add_dual_lora(components.unet, LoraSettings(rank=4, alpha=8.0))
-        adapter = build_uni_adapter(components.unet, components.latent_scale, num_res_blocks=1).eval()
-        with torch.no_grad():
-            for key, param in [*components.unet.named_parameters(), *adapter.named_parameters()]:
-                if ".lora_B." in key or "adapter" in key:
-                    param.add_(torch.randn(param.shape, generator=torch.Generator().manual_seed(len(key))) * 0.1)
-        freeze(components.unet, components.vae, components.text_encoder)
+        components, adapter = randomised_dual_lora_model()
         model = apply_speed_to_illustrator(Illustrator(components, UniAdapter(adapter, xdog_sketch)), speed, weights, "cpu")
         results[name] = illustrate(model, images, lora_weights=weights, **settings).latents
     assert_close(results["fast"], results["plain"], FP32)

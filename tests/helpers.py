@@ -1,0 +1,38 @@
+"""Builders shared by several test modules (import as `from tests.helpers import ...`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def write_random_photos(folder: Path, count: int, size_hw: tuple[int, int], suffix: str = ".png") -> list[Path]:
+    """`count` seeded random RGB images p0..p{count-1} of (H, W) `size_hw` in `folder` (created)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = [folder / f"p{index}{suffix}" for index in range(count)]
+    for path in paths:
+        Image.fromarray(rng.integers(0, 256, (*size_hw, 3), dtype=np.uint8)).save(path)
+    return paths
+
+
+def randomised_dual_lora_model():
+    """Tiny frozen components with a dual LoRA and a Uni-adapter whose LoRA-B and adapter weights are randomised (so
+    each visibly changes the output); returns (components, adapter)."""
+    from atelier.models.base import build_tiny_components, freeze
+    from atelier.models.dual_lora import add_dual_lora
+    from atelier.models.lora import LoraSettings
+    from atelier.models.uni_adapter import build_uni_adapter
+
+    components = build_tiny_components()
+    freeze(components.unet, components.vae, components.text_encoder)
+    add_dual_lora(components.unet, LoraSettings(rank=4, alpha=8.0))
+    adapter = build_uni_adapter(components.unet, components.latent_scale, num_res_blocks=1).eval()
+    with torch.no_grad():
+        for name, param in [*components.unet.named_parameters(), *adapter.named_parameters()]:
+            if ".lora_B." in name or "adapter" in name:
+                param.add_(torch.randn(param.shape, generator=torch.Generator().manual_seed(len(name))) * 0.1)
+    return components, adapter
