@@ -86,9 +86,7 @@ def lora_training_flops(unet, latent_hw: tuple[int, int], batch: int, rank: int 
         prediction = model(latents, timesteps, context).sample
         torch.nn.functional.mse_loss(prediction, latents).backward()
 
-    flops = count_flops(step)
-    del model
-    return flops
+    return count_flops(step)
 
 
 def style_lora_flop_bound(components, resolution_hw: tuple[int, int]) -> dict:

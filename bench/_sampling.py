@@ -116,7 +116,7 @@ def sampling_rows(size: SuiteSize, components, ours, only: set[str], torch_defau
         for batch in size.batches:
             # FLOPs of the plain components: fixed (text encoder, VAE) + per UNet call, counted at strength 1
             torch_defaults()
-            fixed, per_call = split_per_call(lambda n: call(components, batch, n, 1.0))
+            fixed, per_call = split_per_call(lambda n, call=call, batch=batch: call(components, batch, n, 1.0))
             for steps in size.steps:
                 unet_calls = min(int(steps * strength), steps)  # SDEdit runs the last `strength` share of the steps
                 runs = f" ({unet_calls} run)" if unet_calls != steps else ""

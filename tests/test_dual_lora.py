@@ -11,7 +11,13 @@ import torch
 from atelier.config import ModelConfig, TrainConfig
 from atelier.errors import UserError
 from atelier.models.base import build_tiny_components, freeze
-from atelier.models.dual_lora import add_dual_lora, domain_parameters, load_dual_lora, save_dual_lora, set_domain_weights
+from atelier.models.dual_lora import (
+    add_dual_lora,
+    domain_parameters,
+    load_dual_lora,
+    save_dual_lora,
+    set_domain_weights,
+)
 from atelier.models.lora import LoraSettings, read_lora
 from atelier.models.sketch import xdog_sketch
 from atelier.models.uni_adapter import UniAdapter, UniAdapterSettings, build_uni_adapter, check_fits

@@ -68,7 +68,10 @@ def test_kid_sanity_and_equals_direct_unbiased_mmd():
     assert abs(kid_same) < 0.02 and kid_shift > 10 * abs(kid_same) + 0.05
     # one subset covering both sets: the estimator is the unbiased MMD^2 with kernel (x.y/d + 1)^3
     x, y = same1[:50].astype(np.float64), shifted[:50].astype(np.float64)
-    kernel = lambda a, b: (a @ b.T / 16 + 1) ** 3
+
+    def kernel(a, b):
+        return (a @ b.T / 16 + 1) ** 3
+
     kxx, kyy, kxy = kernel(x, x), kernel(y, y), kernel(x, y)
     direct = (kxx.sum() - np.trace(kxx)) / (50 * 49) + (kyy.sum() - np.trace(kyy)) / (50 * 49) - 2 * kxy.mean()
     value, _ = kernel_inception_distance(x, y, subsets=1, subset_size=50)

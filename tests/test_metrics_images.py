@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from atelier.errors import UserError
-from atelier.metrics.images import clean_resize_299, cfld_generated, list_images, parse_size, pidm_image, pil_resize
+from atelier.metrics.images import cfld_generated, clean_resize_299, list_images, parse_size, pidm_image, pil_resize
 
 
 def _image(height, width, seed=0):

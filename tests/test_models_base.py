@@ -28,7 +28,7 @@ def test_offline_tokenizer_splits_captions_into_known_tokens():
 
 def test_directory_missing_parts_is_a_clear_error(tmp_path):
     (tmp_path / "unet").mkdir()
-    with pytest.raises(UserError, match="lacks the subfolder\(s\) vae, text_encoder, tokenizer, scheduler"):
+    with pytest.raises(UserError, match=r"lacks the subfolder\(s\) vae, text_encoder, tokenizer, scheduler"):
         load_components(tmp_path)
 
 

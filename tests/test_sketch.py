@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from atelier.errors import UserError
-from atelier.models.sketch import (PiDiNet, SketchSettings, load_pidinet, make_sketcher, pidinet_sketcher,
-                                   pixel_difference_kernel, xdog_sketch)
+from atelier.models.sketch import (
+    PiDiNet,
+    SketchSettings,
+    load_pidinet,
+    make_sketcher,
+    pidinet_sketcher,
+    pixel_difference_kernel,
+    xdog_sketch,
+)
 
 # (key, shape) of the published table5_pidinet.pth (PiDiNet --config carv4 --sa --dil), without its "module." prefix
 PUBLISHED = {

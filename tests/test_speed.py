@@ -22,8 +22,14 @@ from atelier.models.adapters import attach_image_adapter, tiny_image_encoder
 from atelier.models.base import build_tiny_components, freeze
 from atelier.models.encode import TEXT_CACHE_SIZE, encode_prompts
 from atelier.models.lora import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, fuse_lora, lora_parameters, set_lora_scale
-from atelier.models.speed import (SpeedConfig, apply_speed, apply_speed_to_vae, compile_module, compiler_error,
-                                  set_attention)
+from atelier.models.speed import (
+    SpeedConfig,
+    apply_speed,
+    apply_speed_to_vae,
+    compile_module,
+    compiler_error,
+    set_attention,
+)
 from atelier.pipelines.style import translate
 from atelier.pipelines.text2img import generate
 

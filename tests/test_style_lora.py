@@ -13,7 +13,7 @@ from PIL import Image
 from atelier.config import ModelConfig, TrainConfig
 from atelier.errors import UserError
 from atelier.models.base import build_tiny_components
-from atelier.models.lora import LoraSettings, lora_parameters, load_lora
+from atelier.models.lora import LoraSettings, load_lora, lora_parameters
 from atelier.training.loop import train
 from atelier.training.tasks import load_config
 from atelier.training.tasks.diffusion import DiffusionLossConfig

@@ -47,7 +47,7 @@ def _config(root, tiny_model_dir, steps=6):
 
 def test_killed_and_resumed_run_ends_with_identical_weights(synth_root, tiny_model_dir, tmp_path):
     root = synth_root / "style" / "photo"
-    straight = train(Text2ImgTask(_config(root, tiny_model_dir)), _config(root, tiny_model_dir).train, tmp_path / "a")
+    train(Text2ImgTask(_config(root, tiny_model_dir)), _config(root, tiny_model_dir).train, tmp_path / "a")
     interrupted = train(Text2ImgTask(_config(root, tiny_model_dir)), _config(root, tiny_model_dir).train, tmp_path / "b", stop_after=3)
     assert interrupted.steps == 3 and not (tmp_path / "b" / "final").exists()
     assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["step-0000002"]

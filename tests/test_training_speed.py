@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_style_lora import style_config, write_style_folder
 
 from atelier.config import TrainConfig
 from atelier.models.base import build_tiny_components
 from atelier.models.lora import add_lora
 from atelier.training.loop import compile_for_training, make_optimizer, prepare_step_modules, train
 from atelier.training.tasks.style_lora import StyleLoraTask
-from test_style_lora import style_config, write_style_folder
 
 SLOW = os.environ.get("ATELIER_SLOW_TESTS", "") not in ("", "0")
 

@@ -82,7 +82,7 @@ def test_restore_detail_at_strength_zero_returns_the_input_itself() -> None:
         assert difference.max() <= 1  # rounding only; without restore_detail it is the VAE's full error
 
 
-def test_translate_command_inversion_with_a_lora_that_would_otherwise_be_fused(model_and_lora, tmp_path: Path) -> None:
+def test_translate_command_inversion_with_a_lora_that_would_otherwise_be_fused(model_and_lora, tmp_path: Path) -> None:  # noqa: F811
     from atelier.commands import translate as command
 
     base, lora = model_and_lora

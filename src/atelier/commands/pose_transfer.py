@@ -70,8 +70,6 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 def _single(args: argparse.Namespace, model) -> tuple[list[str], list[list]]:
     """Redraw --source in --target-pose; return (written names, grid row)."""
-    import torch
-
     from atelier.data.pairs import read_target_pose
     from atelier.data.pose import cfld_pose_map
     from atelier.data.transforms import load_image_tensor

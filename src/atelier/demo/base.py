@@ -27,8 +27,13 @@ from atelier.demo.report import Section, Table
 from atelier.models.base import SDComponents, build_tiny_components, load_components
 from atelier.models.encode import encode_images, encode_prompts
 from atelier.training.loop import train
-from atelier.training.tasks.autoencoder import (AutoencoderConfig, AutoencoderInitConfig, AutoencoderLossConfig, AutoencoderTask,
-                                                ImageFolderConfig)
+from atelier.training.tasks.autoencoder import (
+    AutoencoderConfig,
+    AutoencoderInitConfig,
+    AutoencoderLossConfig,
+    AutoencoderTask,
+    ImageFolderConfig,
+)
 from atelier.training.tasks.diffusion import DiffusionLossConfig
 from atelier.training.tasks.text2img import CaptionedDataConfig, SampleConfig, Text2ImgConfig, Text2ImgTask
 from atelier.utils.images import make_grid

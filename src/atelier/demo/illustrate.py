@@ -36,8 +36,8 @@ from atelier.demo.context import STAMP, DemoContext, cached
 from atelier.demo.report import Section, Table
 from atelier.demo.style import PREFIX, TRANSLATE, closeness, ensure_style_models
 from atelier.models.lora import LoraSettings
-from atelier.training.tasks.diffusion import DiffusionLossConfig
 from atelier.models.uni_adapter import UniAdapterSettings
+from atelier.training.tasks.diffusion import DiffusionLossConfig
 from atelier.training.tasks.dual_lora import DualLoraConfig, DualLoraSampleConfig, PairedDataConfig
 
 PAPER = {"strength": 0.7, "steps": 50, "guidance_scale": 5.0, "scheduler": "ddpm", "seed": 0}

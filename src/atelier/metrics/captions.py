@@ -91,8 +91,8 @@ def rouge_l(hypotheses: Mapping[str, str], references: Mapping[str, Sequence[str
     for i in ids:
         words = hyps[i]
         lcs = [_lcs(r, words) for r in refs[i]]
-        precision = max(l / len(words) if words else 0.0 for l in lcs)
-        recall = max(l / len(r) if r else 0.0 for l, r in zip(lcs, refs[i]))
+        precision = max(common / len(words) if words else 0.0 for common in lcs)
+        recall = max(common / len(r) if r else 0.0 for common, r in zip(lcs, refs[i]))
         if precision and recall:
             scores.append((1 + beta**2) * precision * recall / (recall + beta**2 * precision))
         else:

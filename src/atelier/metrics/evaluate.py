@@ -24,9 +24,10 @@ import numpy as np
 import torch
 
 from atelier import weights
+from atelier.data.transforms import open_rgb
 from atelier.errors import UserError
 from atelier.metrics import fid as fid_lib
-from atelier.metrics.images import clean_resize_299, list_images, open_rgb, parse_size
+from atelier.metrics.images import clean_resize_299, list_images, parse_size
 from atelier.metrics.lpips import build_lpips
 from atelier.metrics.matching import Match, match_files, read_pairs
 from atelier.metrics.protocols import FeatureSpec, Protocol, get_protocol, metric_label

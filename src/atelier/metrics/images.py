@@ -26,7 +26,6 @@ import numpy as np
 from PIL import Image
 
 from atelier.data import transforms
-from atelier.data.transforms import open_rgb  # re-exported: the one image opener
 from atelier.errors import UserError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")

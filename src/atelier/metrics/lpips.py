@@ -18,8 +18,10 @@ from torch import nn
 
 from atelier import weights
 from atelier.metrics.nets import randomize
-from atelier.metrics.nets.alexnet import TAP_CHANNELS as ALEX_CHANNELS, alexnet_features
-from atelier.metrics.nets.vgg import TAP_CHANNELS as VGG_CHANNELS, vgg16_features
+from atelier.metrics.nets.alexnet import TAP_CHANNELS as ALEX_CHANNELS
+from atelier.metrics.nets.alexnet import alexnet_features
+from atelier.metrics.nets.vgg import TAP_CHANNELS as VGG_CHANNELS
+from atelier.metrics.nets.vgg import vgg16_features
 
 logger = logging.getLogger(__name__)
 

@@ -210,8 +210,14 @@ def set_attention(model: torch.nn.Module, sdpa: bool, fuse_qkv: bool) -> dict[st
 
     Processors other than diffusers' plain and IP-Adapter ones (e.g. CFLD's query bias) are kept as they are.
     """
-    from diffusers.models.attention_processor import (Attention, AttnProcessor, AttnProcessor2_0, FusedAttnProcessor2_0,
-                                                      IPAdapterAttnProcessor, IPAdapterAttnProcessor2_0)
+    from diffusers.models.attention_processor import (
+        Attention,
+        AttnProcessor,
+        AttnProcessor2_0,
+        FusedAttnProcessor2_0,
+        IPAdapterAttnProcessor,
+        IPAdapterAttnProcessor2_0,
+    )
 
     counts = {"fused": 0, "sdpa": 0, "classic": 0, "ip-adapter": 0, "kept": 0}
     for module in model.modules():

@@ -7,7 +7,6 @@ word still tokenizes (down to characters).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 FASHION_WORDS = """

@@ -29,8 +29,15 @@ from atelier.data.pose import FRAME_HW
 from atelier.errors import UserError
 from atelier.models.cfld.model import CFLD, CFLDConfig, Conditioning
 from atelier.models.speed import SpeedConfig, apply_speed_to_unet, apply_speed_to_vae, cast, set_attention
-from atelier.pipelines.common import (SchedulerName, Seeds, decode_latents, denoise, image_generators, make_scheduler,
-                                      randn_per_image)
+from atelier.pipelines.common import (
+    SchedulerName,
+    Seeds,
+    decode_latents,
+    denoise,
+    image_generators,
+    make_scheduler,
+    randn_per_image,
+)
 from atelier.utils.images import tensor_to_pil
 
 logger = logging.getLogger(__name__)

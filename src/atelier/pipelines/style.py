@@ -28,8 +28,18 @@ from atelier.models.adapters import ImageAdapter
 from atelier.models.base import SDComponents
 from atelier.models.encode import encode_images, encode_prompts
 from atelier.models.speed import SpeedConfig, apply_speed, cast, set_encoder_attention
-from atelier.pipelines.common import (SchedulerName, Seeds, classifier_free_guidance, ddim_invert, decode_latents, denoise,
-                                      image_generators, img2img_timesteps, make_scheduler, randn_per_image)
+from atelier.pipelines.common import (
+    SchedulerName,
+    Seeds,
+    classifier_free_guidance,
+    ddim_invert,
+    decode_latents,
+    denoise,
+    image_generators,
+    img2img_timesteps,
+    make_scheduler,
+    randn_per_image,
+)
 from atelier.utils.images import tensor_to_pil
 
 logger = logging.getLogger(__name__)

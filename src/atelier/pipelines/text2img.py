@@ -11,9 +11,17 @@ import torch
 from PIL import Image
 
 from atelier.models.base import SDComponents
-from atelier.pipelines.common import (SchedulerName, Seeds, classifier_free_guidance, decode_latents, denoise,
-                                      image_generators, make_scheduler, randn_per_image)
 from atelier.models.encode import encode_prompts
+from atelier.pipelines.common import (
+    SchedulerName,
+    Seeds,
+    classifier_free_guidance,
+    decode_latents,
+    denoise,
+    image_generators,
+    make_scheduler,
+    randn_per_image,
+)
 from atelier.utils.images import tensor_to_pil
 
 

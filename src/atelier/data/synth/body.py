@@ -65,7 +65,7 @@ def _fill_torso(points: np.ndarray) -> tuple[float, np.ndarray, bool] | None:
         down = np.array([1.0, 0.0])
         unit = float(np.linalg.norm(points[5] - points[2])) / 42.0 if known[2] and known[5] else 1.0
     side = np.array([-down[1], down[0]])
-    pairs = [(r, l) for r, l in ((2, 5), (8, 11), (16, 17)) if known[r] and known[l]]
+    pairs = [(right, left) for right, left in ((2, 5), (8, 11), (16, 17)) if known[right] and known[left]]
     front = float((points[pairs[0][1]] - points[pairs[0][0]]) @ side) > 0 if pairs else bool(known[0])
     right = -1.0 if front else 1.0  # where the person's right side lies along `side`
     defaults = {2: (SHOULDER_DROP, 21.0), 5: (SHOULDER_DROP, -21.0), 8: (-NECK_Y, 15.0), 11: (-NECK_Y, -15.0)}

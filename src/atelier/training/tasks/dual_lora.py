@@ -36,7 +36,13 @@ from atelier.models.dual_lora import DOMAINS, PAPER_WEIGHTS, add_dual_lora, save
 from atelier.models.encode import encode_images, encode_prompts
 from atelier.models.lora import LoraSettings, lora_parameters
 from atelier.models.sketch import PIDINET_FOLDER, SketchSettings, make_sketcher, pidinet_weight_file
-from atelier.models.uni_adapter import UniAdapter, UniAdapterSettings, branch_weights, build_uni_adapter, load_uni_adapter
+from atelier.models.uni_adapter import (
+    UniAdapter,
+    UniAdapterSettings,
+    branch_weights,
+    build_uni_adapter,
+    load_uni_adapter,
+)
 from atelier.training.tasks.diffusion import DiffusionLossConfig, denoising_loss, sample_latents
 from atelier.utils.io import write_json
 from atelier.utils.progress import progress
