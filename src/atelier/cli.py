@@ -1,6 +1,7 @@
 """The `atelier` command line: one subcommand per module in atelier.commands, each a thin layer over a plain function.
 
-User errors (atelier.errors.UserError) print one line and exit with code 2; nothing else is caught.
+User errors (atelier.errors.UserError) print one line and exit with code 2, clashing installed packages
+(atelier.errors.DependencyError) one line and exit code 1; nothing else is caught.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ import logging
 import sys
 
 from atelier import __version__
-from atelier.commands import demo, evaluate, generate, illustrate, pose_transfer, synth, train, translate
-from atelier.errors import UserError
+from atelier.commands import demo, doctor, evaluate, generate, illustrate, pose_transfer, synth, train, translate
+from atelier.errors import DependencyError, UserError
 
 # Each module defines add_parser(subparsers) registering its subcommand with `func` set to a plain function(args).
-COMMAND_MODULES = [synth, train, demo, evaluate, translate, generate, pose_transfer, illustrate]
+COMMAND_MODULES = [synth, train, demo, evaluate, translate, generate, pose_transfer, illustrate, doctor]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"atelier {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except DependencyError as error:
+        print(f"atelier {args.command}: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"atelier {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -1,14 +1,17 @@
 """LoRA (Hu et al. 2021) on SD 1.x components through PEFT and diffusers' own LoRA format.
 
 Choices:
-- Injection is diffusers'/transformers' `add_adapter` with a `peft.LoraConfig` (what diffusers' LoRA training example
-  does), so every layer is a PEFT `LoraLayer` and diffusers' loaders, fusing and scaling all apply.
+- Injection is PEFT's own `inject_adapter_in_model` with a `peft.LoraConfig`, for the UNet and the text encoder alike:
+  every layer is a PEFT `LoraLayer`, so diffusers' loaders, fusing and scaling all apply, and no wrapper's version
+  gate (transformers' `add_adapter` / `load_adapter` refuse PEFT releases they were not built against) decides
+  whether a LoRA can be trained or loaded.
 - Saving calls diffusers' `save_lora_weights` (of `StableDiffusionLoraLoaderMixin`, the pipeline's LoRA mixin):
   keys `unet.<module>.lora_A.weight` / `lora_B` and `text_encoder.*`, file `pytorch_lora_weights.safetensors`, the
   LoRA config stored as safetensors metadata so an alpha that differs from the rank (the style recipe: r 8, alpha 16)
   survives the round trip; the file is written atomically.
-- Loading uses diffusers' own `lora_state_dict` / `load_lora_into_unet` / `load_lora_into_text_encoder`, the same
-  calls `pipe.load_lora_weights` makes, so atelier and diffusers read a file identically. A PEFT adapter folder
+- Loading reads the file with diffusers' own `lora_state_dict` and loads the UNet part with `load_lora_into_unet` (the
+  calls `pipe.load_lora_weights` makes), so atelier and diffusers read a file identically; the text-encoder part goes
+  through the same key conversions and then PEFT directly (`inject_adapter_in_model` + `set_peft_model_state_dict`). A PEFT adapter folder
   (`adapter_config.json` + `adapter_model.safetensors`, at the root or in `unet/` and `text_encoder/`) is converted
   to the same call: its keys lose PEFT's `base_model.model.` prefix and its config becomes the metadata.
 - Scale and fuse go through PEFT's layer API (`set_scale`, `merge`), one path for the UNet and the text encoder; fusing
@@ -19,13 +22,15 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from atelier.errors import UserError
+from atelier.errors import UserError, raise_if_version_clash
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +53,23 @@ class LoraSettings:
     text_encoder_target_modules: list[str] = field(default_factory=lambda: list(TEXT_ENCODER_TARGETS))
 
 
+def inject_lora(model: torch.nn.Module, config, adapter_name: str) -> None:
+    """Inject the LoRA layers of a `peft.LoraConfig` into any torch model with PEFT itself and make that adapter the
+    active one (what diffusers' and transformers' `add_adapter` do, without their version gates)."""
+    from diffusers import ModelMixin
+    from peft import inject_adapter_in_model
+
+    if adapter_name in getattr(model, "peft_config", {}):
+        raise ValueError(f"the model already has a LoRA adapter named {adapter_name!r}")
+    with warnings.catch_warnings():  # a second adapter beside the first is what dual LoRA wants
+        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+        inject_adapter_in_model(config, model, adapter_name)
+    if isinstance(model, ModelMixin):
+        model._hf_peft_config_loaded = True  # diffusers' own adapter methods then see the adapter
+    for layer in _lora_layers([model]):
+        layer.set_adapter(adapter_name)
+
+
 def add_lora(model: torch.nn.Module, rank: int, alpha: float, dropout: float, target_modules: list[str],
              adapter_name: str = "default") -> list[torch.nn.Parameter]:
     """Inject a fresh LoRA (B = 0, so the model is unchanged) into a diffusers or transformers model; return its parameters."""
@@ -58,9 +80,15 @@ def add_lora(model: torch.nn.Module, rank: int, alpha: float, dropout: float, ta
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(target_modules),
                         init_lora_weights="gaussian")
     try:
-        model.add_adapter(config, adapter_name=adapter_name)
+        inject_lora(model, config, adapter_name)
     except ValueError as error:
-        raise UserError(f"lora.target_modules {list(target_modules)}: {str(error).splitlines()[0]}") from None
+        if "not found in the base model" not in str(error):  # only a target naming no layer is the user's mistake
+            raise_if_version_clash(error)
+            raise
+        names = sorted({name.rpartition(".")[2] for name, module in model.named_modules()
+                        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d))})
+        raise UserError(f"lora.target_modules {list(target_modules)}: no layer of {type(model).__name__} has these "
+                        f"names; its Linear/Conv2d layers end in {names[:12]}") from None
     return [param for name, param in model.named_parameters() if ".lora_" in name and param.requires_grad]
 
 
@@ -163,9 +191,46 @@ def read_lora(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict | 
     return state, alphas, metadata
 
 
+def _text_encoder_config(state: dict[str, torch.Tensor], alphas: dict | None, metadata: dict | None):
+    """The LoraConfig of a text-encoder LoRA: its saved metadata, else ranks from lora_B and alphas from the file."""
+    from peft import LoraConfig
+
+    if metadata:
+        return LoraConfig(**metadata)
+    ranks = {key.split(".lora_B.")[0]: value.shape[1] for key, value in state.items() if ".lora_B." in key}
+    rank = Counter(ranks.values()).most_common(1)[0][0]
+    alpha_values = [float(value) for value in (alphas or {}).values()]
+    alpha = Counter(alpha_values).most_common(1)[0][0] if alpha_values else rank  # no alpha stored: scale 1
+    rank_pattern = {module: value for module, value in ranks.items() if value != rank}
+    return LoraConfig(r=rank, lora_alpha=alpha, target_modules=sorted(ranks), rank_pattern=rank_pattern,
+                      alpha_pattern={} if alpha_values else dict(rank_pattern))
+
+
+def _load_text_encoder_lora(state: dict[str, torch.Tensor], alphas: dict | None, metadata: dict | None,
+                            text_encoder: torch.nn.Module, adapter_name: str) -> None:
+    """Load the `text_encoder.*` part of a diffusers-format LoRA with PEFT itself (the same key conversions as
+    diffusers' `load_lora_into_text_encoder`, which would hand the weights to transformers' version-gated loader)."""
+    from diffusers.utils import convert_state_dict_to_diffusers, convert_state_dict_to_peft
+    from peft import set_peft_model_state_dict
+
+    prefix = "text_encoder."
+    state = convert_state_dict_to_peft(convert_state_dict_to_diffusers(
+        {key.removeprefix(prefix): value for key, value in state.items() if key.startswith(prefix)}))
+    if not hasattr(text_encoder, "text_model"):  # newer transformers flatten CLIPTextModel
+        state = {key.removeprefix("text_model."): value for key, value in state.items()}
+    metadata = {key.removeprefix(prefix): value for key, value in (metadata or {}).items() if key.startswith(prefix)}
+    alphas = {key: value for key, value in (alphas or {}).items() if key.startswith(prefix)}
+    inject_lora(text_encoder, _text_encoder_config(state, alphas, metadata), adapter_name)
+    result = set_peft_model_state_dict(text_encoder, state, adapter_name=adapter_name)
+    unexpected = [key for key in result.unexpected_keys if ".lora_" in key]
+    if unexpected:
+        raise ValueError(f"{len(unexpected)} text-encoder LoRA tensors match no layer, e.g. {unexpected[0]}")
+
+
 def load_lora(unet: torch.nn.Module, text_encoder: torch.nn.Module | None, path: str | os.PathLike,
               adapter_name: str = "style", scale: float = 1.0) -> None:
-    """Load a diffusers-format or PEFT-format LoRA into the UNet (and text encoder) with diffusers' own loaders."""
+    """Load a diffusers-format or PEFT-format LoRA into the UNet (and text encoder): diffusers' reader and UNet loader,
+    PEFT for the text encoder."""
     from diffusers.loaders import StableDiffusionLoraLoaderMixin
 
     state, alphas, metadata = read_lora(path)
@@ -173,12 +238,13 @@ def load_lora(unet: torch.nn.Module, text_encoder: torch.nn.Module | None, path:
         raise UserError(f"--lora {path}: not a LoRA (every key must contain 'lora'); expected diffusers or PEFT format")
     if not any(key.startswith("unet.") for key in state):
         state = {key if key.startswith("text_encoder.") else f"unet.{key}": value for key, value in state.items()}
-    loader = StableDiffusionLoraLoaderMixin
     try:
-        loader.load_lora_into_unet(state, alphas, unet, adapter_name=adapter_name, metadata=metadata)
+        StableDiffusionLoraLoaderMixin.load_lora_into_unet(state, alphas, unet, adapter_name=adapter_name,
+                                                           metadata=metadata)
         if text_encoder is not None and any(key.startswith("text_encoder.") for key in state):
-            loader.load_lora_into_text_encoder(state, alphas, text_encoder, adapter_name=adapter_name, metadata=metadata)
+            _load_text_encoder_lora(state, alphas, metadata, text_encoder, adapter_name)
     except (ValueError, RuntimeError, TypeError) as error:
+        raise_if_version_clash(error)
         raise UserError(f"--lora {path} does not fit this base model ({str(error).splitlines()[0][:200]}); "
                         "use a LoRA trained for the same base (SD 1.x)") from None
     set_lora_scale([unet, text_encoder], scale, adapter_name)  # also drops cached embeddings of the old weights
