@@ -53,7 +53,7 @@ SIZES: dict[str, SuiteSize] = {
 
 def ours_speed(size: SuiteSize):
     """The speed settings ours runs with: `SpeedConfig()`'s defaults, with torch.compile as the size says."""
-    from atelier.models.speed import SpeedConfig
+    from atelier.diffusion.speed import SpeedConfig
 
     return SpeedConfig(compile=size.compile)
 
@@ -70,7 +70,7 @@ def suite_size(name: SizeName, quick: bool = False, device: str | None = None) -
 
 def build_components(size: SuiteSize, seed: int = 0):
     """SD components with random weights at the size's architecture, on the size's device, fp32, eval mode."""
-    from atelier.models.base import build_sd15_components, build_tiny_components
+    from atelier.diffusion.components import build_sd15_components, build_tiny_components
 
     if size.name == "tiny":
         components = build_tiny_components(seed=seed)
@@ -83,8 +83,8 @@ def build_components(size: SuiteSize, seed: int = 0):
 
 def build_pose_model(size: SuiteSize, components):
     """A CFLD pose model around `components`' UNet and VAE: the demo's tiny CFLD at 64x48, or the paper's at 512."""
-    from atelier.models.cfld.model import tiny_cfld_config
-    from atelier.pipelines.pose_transfer import PoseModel, PoseModelConfig, build_cfld
+    from atelier.methods.cfld.network import tiny_cfld_config
+    from atelier.methods.cfld.sample import PoseModel, PoseModelConfig, build_cfld
 
     if size.name == "tiny":
         config = PoseModelConfig(cfld=tiny_cfld_config(), image_size=(64, 48), appearance_size=(64, 48),

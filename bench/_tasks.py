@@ -1,6 +1,6 @@
 """Pose-transfer, LoRA-training and evaluation rows.
 
-- pose: CFLD sampling (`pipelines.pose_transfer.transfer`, DDPM, three guidance branches in one batched UNet call),
+- pose: CFLD sampling (`methods.cfld.sample.transfer`, DDPM, three guidance branches in one batched UNet call),
   ours loaded with `SpeedConfig()` against the same model loaded with `SpeedConfig.plain()`: diffusers has no CFLD
   pipeline, so the reference is our own pipeline on the plain path (fp32, classic attention, nothing fused).
 - training: `bench/style_lora_throughput.run` (atelier's loop against a loop written like diffusers' LoRA example).
@@ -23,8 +23,8 @@ from bench._sizes import SuiteSize, build_pose_model, ours_speed
 
 def pose_row(size: SuiteSize, components) -> Row:
     """Seconds per generated image of CFLD sampling at the size's batch, ours against the plain path."""
-    from atelier.models.speed import SpeedConfig, set_backend_flags
-    from atelier.pipelines.pose_transfer import load_pose_model, save_pose_model, transfer
+    from atelier.diffusion.speed import SpeedConfig, set_backend_flags
+    from atelier.methods.cfld.sample import load_pose_model, save_pose_model, transfer
 
     model = build_pose_model(size, components)
     with tempfile.TemporaryDirectory(prefix="bench-pose-") as folder:

@@ -10,7 +10,7 @@ Sizes (random weights: speed does not depend on them):
   images read and VAE-encoded per batch as `task: pose` does; runs on a CUDA GPU (skipped without one, unless --device).
 - `tiny`: the demo's tiny CFLD on the tiny base at 64x48, data cached in memory as the demo does, on CPU.
 Both run the real code path: `PoseTask.collate` + `training_loss` + backward + Adam step on FashionSynth pairs, and
-`pipelines.pose_transfer.transfer` (DDPM, 50 steps, three branches in one batched UNet call).
+`methods.cfld.sample.transfer` (DDPM, 50 steps, three branches in one batched UNet call).
 
     python bench/pose_speed.py [--sizes tiny full] [--train-batch N] [--sample-batches 1 16] [--steps 50] [--repeats 3]
 
@@ -39,7 +39,7 @@ PUBLISHED = {"source": "MCLD (CVPR 2025) cost table, NVIDIA RTX A6000", "inferen
 
 def components(size: str):
     """SD components with random weights: SD 1.5's shapes (`full`) or the tiny model (`tiny`)."""
-    from atelier.models.base import build_sd15_components, build_tiny_components
+    from atelier.diffusion.components import build_sd15_components, build_tiny_components
 
     if size == "tiny":
         return build_tiny_components()
@@ -48,8 +48,8 @@ def components(size: str):
 
 def pose_config(size: str, root: Path, batch: int):
     from atelier.config import ModelConfig, TrainConfig
-    from atelier.models.cfld.model import tiny_cfld_config
-    from atelier.training.tasks.pose import PoseConfig, PoseDataConfig, paper_train_config
+    from atelier.methods.cfld.network import tiny_cfld_config
+    from atelier.methods.cfld.train import PoseConfig, PoseDataConfig, paper_train_config
 
     if size == "tiny":
         data = PoseDataConfig(root=str(root), image_size=(64, 48), appearance_size=(64, 48), pose_size=(64, 48), cache=True)
@@ -83,7 +83,7 @@ def time_training(task, cfg, device: str, steps: int) -> float:
 
 def time_sampling(task, device: str, batch: int, steps: int, repeats: int) -> float:
     """Best seconds per image of `transfer` (DDPM, `steps` steps, three branches) at a batch of `batch` pairs."""
-    from atelier.pipelines.pose_transfer import transfer
+    from atelier.methods.cfld.sample import transfer
 
     items = [task.pairs[i % len(task.pairs)] for i in range(batch)]
     appearance, pose = torch.stack([it.appearance for it in items]), torch.stack([it.target_pose for it in items])
@@ -102,7 +102,7 @@ def time_sampling(task, device: str, batch: int, steps: int, repeats: int) -> fl
 
 
 def measure(size: str, device: str, args: argparse.Namespace, root: Path) -> dict:
-    from atelier.training.tasks.pose import PoseTask
+    from atelier.methods.cfld.train import PoseTask
 
     batch = args.train_batch or (8 if size == "full" else 16)
     cfg = pose_config(size, root, batch)

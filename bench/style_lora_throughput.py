@@ -43,7 +43,7 @@ Size = Literal["tiny", "sd15"]
 
 def build_components(size: Size):
     """SD components with random weights: atelier's tiny model, or SD 1.5's architecture with the offline tokenizer."""
-    from atelier.models.base import build_sd15_components, build_tiny_components
+    from atelier.diffusion.components import build_sd15_components, build_tiny_components
 
     return build_tiny_components() if size == "tiny" else build_sd15_components(seed=0)
 
@@ -51,7 +51,7 @@ def build_components(size: Size):
 def style_config(root: Path, steps: int, batch_size: int, resolution_hw: tuple[int, int], compile_unet: bool = False):
     """Ours: the style-lora task with the default TrainConfig (no log or checkpoint before the end)."""
     from atelier.config import ModelConfig, TrainConfig
-    from atelier.training.tasks.style_lora import StyleLoraConfig
+    from atelier.methods.style.train import StyleLoraConfig
     from atelier.training.tasks.text2img import CaptionedDataConfig
 
     return StyleLoraConfig(
@@ -87,8 +87,8 @@ class Clock:
 def run_ours(root: Path, steps: int, batch_size: int, resolution_hw: tuple[int, int], size: Size, device: torch.device,
              compile_unet: bool = False):
     """(Clock, TrainResult) of atelier's style-lora training, caching included."""
+    from atelier.methods.style.train import StyleLoraTask
     from atelier.training.loop import train
-    from atelier.training.tasks.style_lora import StyleLoraTask
 
     cfg = style_config(root, steps, batch_size, resolution_hw, compile_unet)
     components = build_components(size)

@@ -16,7 +16,7 @@ os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny SD-1.x model saved as a diffusers directory (random weights, seed 0)."""
-    from atelier.models.base import build_tiny_components
+    from atelier.diffusion.components import build_tiny_components
 
     folder = tmp_path_factory.mktemp("tiny-model")
     build_tiny_components(seed=0).save(folder)

@@ -22,10 +22,10 @@ def write_random_photos(folder: Path, count: int, size_hw: tuple[int, int], suff
 def randomised_dual_lora_model():
     """Tiny frozen components with a dual LoRA and a Uni-adapter whose LoRA-B and adapter weights are randomised (so
     each visibly changes the output); returns (components, adapter)."""
-    from atelier.models.base import build_tiny_components, freeze
-    from atelier.models.dual_lora import add_dual_lora
-    from atelier.models.lora import LoraSettings
-    from atelier.models.uni_adapter import build_uni_adapter
+    from atelier.diffusion.components import build_tiny_components, freeze
+    from atelier.diffusion.lora import LoraSettings
+    from atelier.methods.unidllora.dual_lora import add_dual_lora
+    from atelier.methods.unidllora.uni_adapter import build_uni_adapter
 
     components = build_tiny_components()
     freeze(components.unet, components.vae, components.text_encoder)

@@ -8,12 +8,17 @@ import pytest
 import torch
 
 from atelier.config import ModelConfig, TrainConfig
+from atelier.diffusion.components import build_tiny_components
 from atelier.errors import UserError
-from atelier.models.adapters import ImageAdapter, attach_image_adapter, load_image_adapter, tiny_image_encoder
-from atelier.models.base import build_tiny_components
+from atelier.methods.style.image_adapter import (
+    ImageAdapter,
+    attach_image_adapter,
+    load_image_adapter,
+    tiny_image_encoder,
+)
+from atelier.methods.style.train_adapter import ImageAdapterConfig, ImageAdapterSampleConfig, ImageAdapterTask
 from atelier.training.loop import train
 from atelier.training.tasks.autoencoder import ImageFolderConfig
-from atelier.training.tasks.image_adapter import ImageAdapterConfig, ImageAdapterSampleConfig, ImageAdapterTask
 from tests.helpers import write_random_photos
 
 IMAGES = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from atelier.models.base import build_tiny_components
+from atelier.diffusion.components import build_tiny_components
 from atelier.training.tasks.autoencoder import AutoencoderInitConfig, initialise_vae
 
 

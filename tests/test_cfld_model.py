@@ -5,10 +5,10 @@ import copy
 import pytest
 import torch
 
+from atelier.diffusion.components import build_tiny_components
 from atelier.errors import UserError
-from atelier.models.base import build_tiny_components
-from atelier.models.cfld.checkpoint import load_cfld_release, load_swin_weights
-from atelier.models.cfld.model import CFLD, tiny_cfld_config, up_block_transformers
+from atelier.methods.cfld.network import CFLD, tiny_cfld_config, up_block_transformers
+from atelier.methods.cfld.release import load_cfld_release, load_swin_weights
 
 SIZE = (64, 48)  # the tiny base's images; VAE factor 4 -> latents 16x12
 LATENT = (16, 12)

@@ -9,21 +9,21 @@ import pytest
 import torch
 
 from atelier.config import ModelConfig, TrainConfig
+from atelier.diffusion.components import build_tiny_components, freeze
+from atelier.diffusion.lora import LoraSettings, read_lora
 from atelier.errors import UserError
-from atelier.models.base import build_tiny_components, freeze
-from atelier.models.dual_lora import (
+from atelier.methods.unidllora.dual_lora import (
     add_dual_lora,
     domain_parameters,
     load_dual_lora,
     save_dual_lora,
     set_domain_weights,
 )
-from atelier.models.lora import LoraSettings, read_lora
-from atelier.models.sketch import xdog_sketch
-from atelier.models.uni_adapter import UniAdapter, UniAdapterSettings, build_uni_adapter, check_fits
-from atelier.models.unidllora_checkpoint import convert_released_checkpoint, load_released_duallora
+from atelier.methods.unidllora.release import convert_released_checkpoint, load_released_duallora
+from atelier.methods.unidllora.sketch import xdog_sketch
+from atelier.methods.unidllora.train import DualLoraConfig, DualLoraTask, PairedDataConfig, read_pairs
+from atelier.methods.unidllora.uni_adapter import UniAdapter, UniAdapterSettings, build_uni_adapter, check_fits
 from atelier.training.loop import train
-from atelier.training.tasks.dual_lora import DualLoraConfig, DualLoraTask, PairedDataConfig, read_pairs
 
 SETTINGS = LoraSettings(rank=4, alpha=8.0)
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from atelier import cli
+from atelier.diffusion.components import build_tiny_components
+from atelier.diffusion.lora import TEXT_ENCODER_TARGETS, add_lora, load_lora, save_lora
 from atelier.environment import KnownIssue, known_issues, lock_pins, version_clash, versions
 from atelier.errors import DependencyError, UserError
-from atelier.models.base import build_tiny_components
-from atelier.models.lora import TEXT_ENCODER_TARGETS, add_lora, load_lora, save_lora
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,12 +13,12 @@ from PIL import Image
 
 from atelier.commands import illustrate as illustrate_command
 from atelier.commands import train as train_command
+from atelier.diffusion.components import build_tiny_components
 from atelier.errors import UserError
-from atelier.models.base import build_tiny_components
-from atelier.models.sketch import PiDiNet, xdog_sketch
-from atelier.models.uni_adapter import UniAdapter, build_uni_adapter
-from atelier.pipelines.dual_lora import Illustrator, illustrate
-from atelier.pipelines.style import translate
+from atelier.methods.style.sample import translate
+from atelier.methods.unidllora.sample import Illustrator, illustrate
+from atelier.methods.unidllora.sketch import PiDiNet, xdog_sketch
+from atelier.methods.unidllora.uni_adapter import UniAdapter, build_uni_adapter
 from tests.helpers import randomised_dual_lora_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

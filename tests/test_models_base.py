@@ -1,9 +1,9 @@
 import pytest
 import torch
 
+from atelier.diffusion.components import build_tiny_components, load_components
+from atelier.diffusion.encode import encode_prompts
 from atelier.errors import UserError
-from atelier.models.base import build_tiny_components, load_components
-from atelier.models.encode import encode_prompts
 
 
 def test_tiny_model_is_small_and_reloads_through_the_loader(tiny_model_dir):
@@ -50,7 +50,7 @@ def test_missing_path_is_not_mistaken_for_a_hub_id(tmp_path):
 
 
 def test_single_safetensors_file_loads_through_diffusers_single_file_loader(tiny_model_dir, tmp_path):
-    from atelier.models.export import save_single_file
+    from atelier.diffusion.export import save_single_file
 
     original = load_components(tiny_model_dir)
     checkpoint = save_single_file(original, tmp_path / "tiny.safetensors")

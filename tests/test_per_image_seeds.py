@@ -20,10 +20,10 @@ import torch
 from PIL import Image
 
 from atelier.cli import main
-from atelier.models.base import build_tiny_components, freeze
-from atelier.pipelines.common import image_generators, image_seeds, randn_per_image
-from atelier.pipelines.style import translate
-from atelier.pipelines.text2img import generate
+from atelier.diffusion.components import build_tiny_components, freeze
+from atelier.diffusion.sampling import image_generators, image_seeds, randn_per_image
+from atelier.diffusion.text2img import generate
+from atelier.methods.style.sample import translate
 from tests.helpers import write_random_photos
 
 SHARE = 1e-5
@@ -89,9 +89,9 @@ def test_generate_of_a_batch_is_each_prompt_sampled_alone(components, scheduler:
 
 
 def test_illustrate_of_a_batch_is_each_photo_alone() -> None:
-    from atelier.models.sketch import xdog_sketch
-    from atelier.models.uni_adapter import UniAdapter, build_uni_adapter
-    from atelier.pipelines.dual_lora import Illustrator, illustrate
+    from atelier.methods.unidllora.sample import Illustrator, illustrate
+    from atelier.methods.unidllora.sketch import xdog_sketch
+    from atelier.methods.unidllora.uni_adapter import UniAdapter, build_uni_adapter
 
     components = build_tiny_components()
     freeze(components.unet, components.vae, components.text_encoder)
@@ -105,8 +105,8 @@ def test_illustrate_of_a_batch_is_each_photo_alone() -> None:
 
 @pytest.fixture(scope="module")
 def pose_model():
-    from atelier.models.cfld.model import CFLD, tiny_cfld_config
-    from atelier.pipelines.pose_transfer import PoseModel, PoseModelConfig
+    from atelier.methods.cfld.network import CFLD, tiny_cfld_config
+    from atelier.methods.cfld.sample import PoseModel, PoseModelConfig
 
     torch.manual_seed(0)
     components = build_tiny_components()
@@ -122,7 +122,7 @@ def pose_inputs(count: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.mark.parametrize("scheduler", ["ddpm", "ddim"])  # ddpm is the default (as CFLD)
 def test_pose_transfer_of_a_batch_is_each_pair_alone(pose_model, scheduler: str) -> None:
-    from atelier.pipelines.pose_transfer import transfer
+    from atelier.methods.cfld.sample import transfer
 
     source, pose = pose_inputs()
     batch = transfer(pose_model, source, pose, seed=2, scheduler=scheduler, **FAST).latents
@@ -133,7 +133,7 @@ def test_pose_transfer_of_a_batch_is_each_pair_alone(pose_model, scheduler: str)
 
 def test_transfer_pairs_seeds_each_pair_by_its_index(pose_model) -> None:
     """Pair 2 drawn in a batch of three equals pair 2 drawn alone (as a resumed test-set run draws it)."""
-    from atelier.pipelines.pose_transfer import transfer_pairs
+    from atelier.methods.cfld.sample import transfer_pairs
 
     source, pose = pose_inputs()
     pairs = [SimpleNamespace(appearance=a, target_pose=p) for a, p in zip(source, pose)]

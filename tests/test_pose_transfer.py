@@ -9,12 +9,12 @@ import torch
 from safetensors.torch import load_file
 
 from atelier.cli import main
+from atelier.diffusion.components import build_tiny_components
+from atelier.methods.cfld.network import CFLD, tiny_cfld_config
+from atelier.methods.cfld.sample import cfld_guidance, guided_noise
 from atelier.metrics.matching import match_files, read_pairs
-from atelier.models.base import build_tiny_components
-from atelier.models.cfld.model import CFLD, tiny_cfld_config
-from atelier.pipelines.pose_transfer import cfld_guidance, guided_noise
+from atelier.registry import build_task, load_config
 from atelier.training.loop import train
-from atelier.training.tasks import build_task, load_config
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-pose.yaml"
 

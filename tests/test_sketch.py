@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from atelier.errors import UserError
-from atelier.models.sketch import (
+from atelier.methods.unidllora.sketch import (
     PiDiNet,
     SketchSettings,
     load_pidinet,

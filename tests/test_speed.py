@@ -1,4 +1,4 @@
-"""Inference speed features (atelier.models.speed): every fast path against the plain reference path (tiny models, CPU).
+"""Inference speed features (atelier.diffusion.speed): every fast path against the plain reference path (tiny models, CPU).
 
 Tolerances, as a share of the largest reference value (sampled latents reach ~20 on the random tiny model):
 - fp32 features that only reorder arithmetic (SDPA, fused QKV, channels-last, fused LoRA, compile): 1e-5 of one
@@ -17,12 +17,17 @@ import pytest
 import torch
 
 from atelier.commands.generate import add_speed_arguments, speed_from_args
-from atelier.errors import UserError
-from atelier.models.adapters import attach_image_adapter, tiny_image_encoder
-from atelier.models.base import build_tiny_components, freeze
-from atelier.models.encode import TEXT_CACHE_SIZE, encode_prompts
-from atelier.models.lora import TEXT_ENCODER_TARGETS, UNET_TARGETS, add_lora, fuse_lora, lora_parameters, set_lora_scale
-from atelier.models.speed import (
+from atelier.diffusion.components import build_tiny_components, freeze
+from atelier.diffusion.encode import TEXT_CACHE_SIZE, encode_prompts
+from atelier.diffusion.lora import (
+    TEXT_ENCODER_TARGETS,
+    UNET_TARGETS,
+    add_lora,
+    fuse_lora,
+    lora_parameters,
+    set_lora_scale,
+)
+from atelier.diffusion.speed import (
     SpeedConfig,
     apply_speed,
     apply_speed_to_vae,
@@ -30,8 +35,10 @@ from atelier.models.speed import (
     compiler_error,
     set_attention,
 )
-from atelier.pipelines.style import translate
-from atelier.pipelines.text2img import generate
+from atelier.diffusion.text2img import generate
+from atelier.errors import UserError
+from atelier.methods.style.image_adapter import attach_image_adapter, tiny_image_encoder
+from atelier.methods.style.sample import translate
 
 PLAIN = SpeedConfig.plain()
 PROMPTS = ["a red striped dress", "a blue coat"]
@@ -138,8 +145,8 @@ def test_image_adapter_keeps_its_processors_and_scale_through_both_paths() -> No
 
 
 def test_pose_model_keeps_cfld_query_bias_and_matches() -> None:
-    from atelier.models.cfld.model import CFLD, tiny_cfld_config
-    from atelier.pipelines.pose_transfer import PoseModel, PoseModelConfig, apply_speed_to_pose_model, transfer
+    from atelier.methods.cfld.network import CFLD, tiny_cfld_config
+    from atelier.methods.cfld.sample import PoseModel, PoseModelConfig, apply_speed_to_pose_model, transfer
 
     generator = torch.Generator().manual_seed(0)
     source, pose = torch.rand(2, 3, 64, 48, generator=generator) * 2 - 1, torch.rand(2, 21, 64, 48, generator=generator)
@@ -160,9 +167,9 @@ def test_pose_model_keeps_cfld_query_bias_and_matches() -> None:
 
 
 def test_illustrator_fuses_its_lora_weights_and_refuses_others() -> None:
-    from atelier.models.sketch import xdog_sketch
-    from atelier.models.uni_adapter import UniAdapter
-    from atelier.pipelines.dual_lora import Illustrator, apply_speed_to_illustrator, illustrate
+    from atelier.methods.unidllora.sample import Illustrator, apply_speed_to_illustrator, illustrate
+    from atelier.methods.unidllora.sketch import xdog_sketch
+    from atelier.methods.unidllora.uni_adapter import UniAdapter
     from tests.helpers import randomised_dual_lora_model
 
     images = torch.rand(2, 3, 64, 48, generator=torch.Generator().manual_seed(0)) * 2 - 1

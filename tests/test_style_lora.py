@@ -11,13 +11,13 @@ import torch
 from PIL import Image
 
 from atelier.config import ModelConfig, TrainConfig
+from atelier.diffusion.components import build_tiny_components
+from atelier.diffusion.lora import LoraSettings, load_lora, lora_parameters
 from atelier.errors import UserError
-from atelier.models.base import build_tiny_components
-from atelier.models.lora import LoraSettings, load_lora, lora_parameters
+from atelier.methods.style.train import StyleLoraConfig, StyleLoraTask
+from atelier.registry import load_config
 from atelier.training.loop import train
-from atelier.training.tasks import load_config
-from atelier.training.tasks.diffusion import DiffusionLossConfig
-from atelier.training.tasks.style_lora import StyleLoraConfig, StyleLoraTask
+from atelier.training.losses import DiffusionLossConfig
 from atelier.training.tasks.text2img import CaptionedDataConfig, read_training_items
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -163,7 +163,7 @@ def test_shipped_configs_load_as_typed_configs() -> None:
 
 
 def test_lora_parameters_start_at_zero_effect() -> None:
-    from atelier.models.lora import add_lora
+    from atelier.diffusion.lora import add_lora
 
     components = build_tiny_components()
     before = unet_output(components.unet)

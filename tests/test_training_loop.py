@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 
 from atelier.config import ModelConfig, TrainConfig
 from atelier.training.loop import batch_indices, learning_rate, total_steps, train
-from atelier.training.tasks.diffusion import DiffusionLossConfig, sample_timesteps
+from atelier.training.losses import DiffusionLossConfig, sample_timesteps
 from atelier.training.tasks.text2img import CaptionedDataConfig, SampleConfig, Text2ImgConfig, Text2ImgTask
 
 

@@ -23,10 +23,10 @@ import torch
 from test_style_lora import style_config, write_style_folder
 
 from atelier.config import TrainConfig
-from atelier.models.base import build_tiny_components
-from atelier.models.lora import add_lora
+from atelier.diffusion.components import build_tiny_components
+from atelier.diffusion.lora import add_lora
+from atelier.methods.style.train import StyleLoraTask
 from atelier.training.loop import compile_for_training, make_optimizer, prepare_step_modules, train
-from atelier.training.tasks.style_lora import StyleLoraTask
 
 SLOW = os.environ.get("ATELIER_SLOW_TESTS", "") not in ("", "0")
 
@@ -171,7 +171,7 @@ def test_inductor_compiled_unet_trains_like_the_eager_one(style_root: Path, tmp_
 def test_cached_latents_and_text_equal_encoding_every_step(style_root: Path) -> None:
     """The cache (VAE posteriors and caption embeddings, encoded once) holds what per-step encoding would give."""
     from atelier.data.transforms import load_image_tensor
-    from atelier.models.encode import encode_images, encode_prompts
+    from atelier.diffusion.encode import encode_images, encode_prompts
 
     task = StyleLoraTask(style_config(style_root))
     batch = torch.tensor([0, 3, task.num_examples() - 1])  # the last one is a flipped copy (flip=True)

@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
+from atelier.diffusion.components import build_tiny_components, freeze
+from atelier.diffusion.encode import encode_images
+from atelier.diffusion.lora import add_lora, lora_parameters, save_lora
+from atelier.diffusion.sampling import decode_latents
 from atelier.errors import UserError
-from atelier.models.adapters import attach_image_adapter, tiny_image_encoder
-from atelier.models.base import build_tiny_components, freeze
-from atelier.models.encode import encode_images
-from atelier.models.lora import add_lora, lora_parameters, save_lora
-from atelier.pipelines.common import decode_latents
-from atelier.pipelines.style import translate
+from atelier.methods.style.image_adapter import attach_image_adapter, tiny_image_encoder
+from atelier.methods.style.sample import translate
 from atelier.utils.images import tensor_to_pil
 
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+from atelier.diffusion.encode import encode_images
+from atelier.diffusion.lora import add_lora, fuse_lora, lora_disabled, lora_parameters
 from atelier.errors import UserError
-from atelier.models.encode import encode_images
-from atelier.models.lora import add_lora, fuse_lora, lora_disabled, lora_parameters
-from atelier.pipelines.style import translate
+from atelier.methods.style.sample import translate
 from atelier.utils.images import tensor_to_pil
 from tests.test_translate import frozen_tiny, model_and_lora, random_images, run_command  # noqa: F401 (fixture)
 

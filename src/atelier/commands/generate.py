@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from atelier.models.speed import SpeedConfig
+    from atelier.diffusion.speed import SpeedConfig
 
 EPILOG = """examples:
   atelier generate --model runs/demo/base/unet/final --lora runs/style/final --prompt "an illustration, a woman wearing a red dress" --out out/gen
@@ -34,7 +34,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, seed_help: str) -> None
 
 
 def add_speed_arguments(parser: argparse.ArgumentParser, compile_default: str) -> None:
-    """Options of the inference speed features (atelier.models.speed); `compile_default` says when --compile is on."""
+    """Options of the inference speed features (atelier.diffusion.speed); `compile_default` says when --compile is on."""
     group = parser.add_argument_group("speed")
     group.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], help="weight precision (default auto: bf16 on CUDA, fp32 on CPU)")
     group.add_argument("--compile", action=argparse.BooleanOptionalAction,
@@ -48,8 +48,8 @@ def speed_from_args(args: argparse.Namespace, many: bool) -> SpeedConfig:
     on CPU it stays off unless asked for: compiling even the tiny UNet takes minutes there and never pays back."""
     import torch
 
+    from atelier.diffusion.speed import SpeedConfig
     from atelier.errors import UserError
-    from atelier.models.speed import SpeedConfig
 
     if args.plain:
         clashes = [flag for flag, clash in (("--dtype", args.dtype not in (None, "fp32")), ("--compile", args.compile is True),
@@ -104,9 +104,9 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from atelier.diffusion.text2img import generate
     from atelier.errors import UserError
-    from atelier.pipelines.style import load_style_model
-    from atelier.pipelines.text2img import generate
+    from atelier.methods.style.sample import load_style_model
     from atelier.utils.images import make_grid
     from atelier.utils.io import prepare_out_dir, save_image
 

@@ -53,7 +53,7 @@ def add_parser(subparsers) -> None:
 
 
 def _sketch_override(text: str | None):
-    from atelier.models.sketch import SketchSettings
+    from atelier.methods.unidllora.sketch import SketchSettings
 
     if text is None:
         return None
@@ -64,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
     from atelier.commands.generate import size_hw, speed_from_args, write_settings
     from atelier.commands.translate import collect_inputs, convert_in_batches, pending
     from atelier.errors import UserError
-    from atelier.models.dual_lora import parse_weights
-    from atelier.models.uni_adapter import BRANCHES
-    from atelier.pipelines.dual_lora import illustrate, load_illustrator
+    from atelier.methods.unidllora.dual_lora import parse_weights
+    from atelier.methods.unidllora.sample import illustrate, load_illustrator
+    from atelier.methods.unidllora.uni_adapter import BRANCHES
     from atelier.utils.images import make_grid
     from atelier.utils.io import save_image
 

@@ -73,7 +73,7 @@ def _single(args: argparse.Namespace, model) -> tuple[list[str], list[list]]:
     from atelier.data.pairs import read_target_pose
     from atelier.data.pose import cfld_pose_map
     from atelier.data.transforms import load_image_tensor
-    from atelier.pipelines.pose_transfer import output_name, transfer
+    from atelier.methods.cfld.sample import output_name, transfer
     from atelier.utils.images import tensor_to_pil
     from atelier.utils.io import save_image
 
@@ -91,7 +91,7 @@ def _single(args: argparse.Namespace, model) -> tuple[list[str], list[list]]:
 def _test_set(args: argparse.Namespace, model) -> tuple[list[str], list[list]]:
     """Every pair of the split (or the first --limit), skipping outputs that exist; return (written names, grid rows)."""
     from atelier.data.pairs import PosePairs, load_pairs
-    from atelier.pipelines.pose_transfer import output_name, transfer_pairs
+    from atelier.methods.cfld.sample import output_name, transfer_pairs
     from atelier.utils.images import tensor_to_pil
     from atelier.utils.io import save_image
     from atelier.utils.progress import progress
@@ -120,7 +120,7 @@ def _test_set(args: argparse.Namespace, model) -> tuple[list[str], list[list]]:
 
 def run(args: argparse.Namespace) -> int:
     from atelier.commands.generate import speed_from_args, write_settings
-    from atelier.pipelines.pose_transfer import load_pose_model
+    from atelier.methods.cfld.sample import load_pose_model
     from atelier.utils.images import make_grid
     from atelier.utils.io import save_image
 

@@ -27,8 +27,8 @@ def run(args: argparse.Namespace) -> int:
     import shutil
 
     from atelier.errors import UserError
+    from atelier.registry import build_task, load_config
     from atelier.training.loop import train
-    from atelier.training.tasks import build_task, load_config
 
     config = load_config(args.config, args.overrides)
     run_dir = Path(args.out or Path("runs") / Path(args.config).stem)

@@ -126,7 +126,7 @@ def default_prompt(lora: str | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from atelier.errors import UserError
-    from atelier.pipelines.style import load_style_model, translate
+    from atelier.methods.style.sample import load_style_model, translate
     from atelier.utils.images import make_grid
     from atelier.utils.io import save_image
 

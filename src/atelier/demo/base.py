@@ -24,9 +24,10 @@ from PIL import Image
 from atelier.config import ModelConfig, TrainConfig, to_dict
 from atelier.demo.context import DEMO_DATA, DemoContext, cached, ensure_data
 from atelier.demo.report import Section, Table
-from atelier.models.base import SDComponents, build_tiny_components, load_components
-from atelier.models.encode import encode_images, encode_prompts
+from atelier.diffusion.components import SDComponents, build_tiny_components, load_components
+from atelier.diffusion.encode import encode_images, encode_prompts
 from atelier.training.loop import train
+from atelier.training.losses import DiffusionLossConfig
 from atelier.training.tasks.autoencoder import (
     AutoencoderConfig,
     AutoencoderInitConfig,
@@ -34,7 +35,6 @@ from atelier.training.tasks.autoencoder import (
     AutoencoderTask,
     ImageFolderConfig,
 )
-from atelier.training.tasks.diffusion import DiffusionLossConfig
 from atelier.training.tasks.text2img import CaptionedDataConfig, SampleConfig, Text2ImgConfig, Text2ImgTask
 from atelier.utils.images import make_grid
 from atelier.utils.io import save_image
@@ -168,7 +168,7 @@ def run_base(ctx: DemoContext) -> Section:
     import yaml
 
     from atelier.data.transforms import load_image_tensor, open_rgb
-    from atelier.pipelines.text2img import generate
+    from atelier.diffusion.text2img import generate
 
     base_dir = ensure_base(ctx)
     data = ctx.data

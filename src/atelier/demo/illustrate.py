@@ -35,10 +35,10 @@ from atelier.demo.base import RESOLUTION, ensure_base
 from atelier.demo.context import STAMP, DemoContext, cached
 from atelier.demo.report import Section, Table
 from atelier.demo.style import PREFIX, TRANSLATE, closeness, ensure_style_models
-from atelier.models.lora import LoraSettings
-from atelier.models.uni_adapter import UniAdapterSettings
-from atelier.training.tasks.diffusion import DiffusionLossConfig
-from atelier.training.tasks.dual_lora import DualLoraConfig, DualLoraSampleConfig, PairedDataConfig
+from atelier.diffusion.lora import LoraSettings
+from atelier.methods.unidllora.train import DualLoraConfig, DualLoraSampleConfig, PairedDataConfig
+from atelier.methods.unidllora.uni_adapter import UniAdapterSettings
+from atelier.training.losses import DiffusionLossConfig
 
 PAPER = {"strength": 0.7, "steps": 50, "guidance_scale": 5.0, "scheduler": "ddpm", "seed": 0}
 GARMENT_LABELS = (4, 5, 6)  # FashionSynth parse labels: top, bottom, dress
@@ -64,8 +64,8 @@ def dual_lora_config(ctx: DemoContext, data: Path, base: Path, style_lora: Path)
 
 def ensure_dual_lora(ctx: DemoContext) -> tuple[Path, DualLoraConfig]:
     """Train (or reuse) the Uni-DlLoRA checkpoint; return its final/ folder and config."""
+    from atelier.methods.unidllora.train import DualLoraTask
     from atelier.training.loop import train
-    from atelier.training.tasks.dual_lora import DualLoraTask
 
     style_lora = ensure_style_models(ctx)[0]
     cfg = dual_lora_config(ctx, ctx.data, ensure_base(ctx), style_lora)
@@ -109,8 +109,8 @@ def translations(ctx: DemoContext, base: Path, style_lora: Path, checkpoint: Pat
                  prompts: list[str]) -> tuple[dict[str, list[Image.Image]], torch.Tensor, list[Image.Image]]:
     """Held-out photos by the style LoRA (its own recipe) and by Uni-DlLoRA with and without adapters; the sketches;
     the photos through the VAE alone (strength 0), the most any latent-space method can keep of them."""
-    from atelier.pipelines.dual_lora import illustrate, load_illustrator
-    from atelier.pipelines.style import load_style_model, translate
+    from atelier.methods.style.sample import load_style_model, translate
+    from atelier.methods.unidllora.sample import illustrate, load_illustrator
 
     style_settings = dict(TRANSLATE, steps=ctx.steps(TRANSLATE["steps"], 10), show_progress=False)
     paper = dict(PAPER, steps=ctx.steps(PAPER["steps"], 10), show_progress=False)

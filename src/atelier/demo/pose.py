@@ -25,9 +25,9 @@ from atelier.data.pose import BONES, FRAME_HW, draw_skeleton, missing_mask
 from atelier.demo.base import RESOLUTION, ensure_base
 from atelier.demo.context import STAMP, DemoContext, cached
 from atelier.demo.report import Section, Table
-from atelier.models.cfld.model import tiny_cfld_config
-from atelier.training.tasks.diffusion import DiffusionLossConfig
-from atelier.training.tasks.pose import PoseConfig, PoseDataConfig, PoseSampleConfig, PoseTask
+from atelier.methods.cfld.network import tiny_cfld_config
+from atelier.methods.cfld.train import PoseConfig, PoseDataConfig, PoseSampleConfig, PoseTask
+from atelier.training.losses import DiffusionLossConfig
 
 SAMPLING = {"steps": 10, "scheduler": "ddim", "pose_scale": 2.0, "full_scale": 2.0, "seed": 0}  # paper: DDPM 50 steps
 METRICS = ("ssim", "ssim_256", "psnr", "lpips", "fid")
@@ -99,7 +99,7 @@ def paint_colours(source: Image.Image, source_keypoints: np.ndarray, target_keyp
 def _write_methods(ctx: DemoContext, model, pairs: PosePairs) -> dict[str, Path]:
     """Outputs of CFLD and both baselines for every test pair, one folder per method (rewritten each run)."""
     from atelier.data.transforms import open_rgb
-    from atelier.pipelines.pose_transfer import output_name, transfer_pairs
+    from atelier.methods.cfld.sample import output_name, transfer_pairs
     from atelier.utils.io import save_image
 
     folders = {name: ctx.out / "pose" / name for name in ("cfld", "copy_source", "paint_colours")}
@@ -122,7 +122,7 @@ def _write_methods(ctx: DemoContext, model, pairs: PosePairs) -> dict[str, Path]
 def _grid(ctx: DemoContext, pairs: PosePairs, folders: dict[str, Path], rows: int = 8) -> Path:
     """source / target pose / CFLD / ground truth / colour-painting baseline for test pairs of several identities."""
     from atelier.data.transforms import open_rgb
-    from atelier.pipelines.pose_transfer import output_name
+    from atelier.methods.cfld.sample import output_name
     from atelier.utils.images import make_grid
     from atelier.utils.io import save_image
 
@@ -145,8 +145,8 @@ def run_pose(ctx: DemoContext) -> Section:
     """Train (or reuse) the tiny CFLD, transfer every test pair, score it and both baselines with the cfld protocol."""
     import yaml
 
+    from atelier.methods.cfld.sample import load_pose_model
     from atelier.metrics.evaluate import evaluate
-    from atelier.pipelines.pose_transfer import load_pose_model
 
     run, cfg = ensure_pose_run(ctx)
     root = ctx.data / "deepfashion"

@@ -33,10 +33,10 @@ from atelier.config import ModelConfig, TrainConfig, to_dict
 from atelier.demo.base import RESOLUTION, ensure_base
 from atelier.demo.context import STAMP, DemoContext, cached
 from atelier.demo.report import Section, Table
+from atelier.methods.style.train import StyleLoraConfig
+from atelier.methods.style.train_adapter import ImageAdapterConfig
+from atelier.training.losses import DiffusionLossConfig
 from atelier.training.tasks.autoencoder import ImageFolderConfig
-from atelier.training.tasks.diffusion import DiffusionLossConfig
-from atelier.training.tasks.image_adapter import ImageAdapterConfig
-from atelier.training.tasks.style_lora import StyleLoraConfig
 from atelier.training.tasks.text2img import CaptionedDataConfig, SampleConfig
 
 PREFIX = "an illustration, "
@@ -77,9 +77,9 @@ def style_configs(ctx: DemoContext, data: Path, base: Path) -> tuple[StyleLoraCo
 
 def ensure_style_models(ctx: DemoContext) -> tuple[Path, Path, StyleLoraConfig, ImageAdapterConfig]:
     """Train (or reuse) the style LoRA and the image adapter; return their folders and configs."""
+    from atelier.methods.style.train import StyleLoraTask
+    from atelier.methods.style.train_adapter import ImageAdapterTask
     from atelier.training.loop import train
-    from atelier.training.tasks.image_adapter import ImageAdapterTask
-    from atelier.training.tasks.style_lora import StyleLoraTask
 
     base = ensure_base(ctx)
     lora_cfg, adapter_cfg = style_configs(ctx, ctx.data, base)
@@ -109,8 +109,8 @@ def translations(ctx: DemoContext, base: Path, lora: Path, adapter: Path, photos
                  prompts: list[str]) -> tuple[dict[str, list[Image.Image]], dict[float, list[Image.Image]]]:
     """Every variant of the closeness table (SDEdit and inversion, without/with the LoRA, ...) and the inversion
     strength sweep with the LoRA."""
-    from atelier.models.speed import SpeedConfig
-    from atelier.pipelines.style import load_style_model, translate
+    from atelier.diffusion.speed import SpeedConfig
+    from atelier.methods.style.sample import load_style_model, translate
 
     plain, _ = load_style_model(str(base))
     # unfused: the inversion runs the base model with the LoRA switched off

@@ -25,8 +25,8 @@ from typing import Any, Callable, Protocol
 import torch
 
 from atelier.config import TrainConfig, save_yaml
+from atelier.diffusion.speed import compiler_error, error_line
 from atelier.errors import UserError
-from atelier.models.speed import compiler_error, error_line
 from atelier.utils.io import save_safetensors, write_json
 from atelier.utils.plot import plot_losses
 from atelier.utils.progress import progress

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 
 from atelier.config import ModelConfig, TrainConfig
 from atelier.data.transforms import CropMode, load_image_tensor
+from atelier.diffusion.components import SDComponents, load_components
 from atelier.errors import UserError
-from atelier.models.base import SDComponents, load_components
 from atelier.utils.progress import progress
 
 

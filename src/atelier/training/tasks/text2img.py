@@ -15,10 +15,10 @@ import torch
 
 from atelier.config import ModelConfig, TrainConfig
 from atelier.data.transforms import CropMode, load_image_tensor
+from atelier.diffusion.components import SDComponents, freeze, load_components
+from atelier.diffusion.encode import encode_images, encode_prompts
 from atelier.errors import UserError
-from atelier.models.base import SDComponents, freeze, load_components
-from atelier.models.encode import encode_images, encode_prompts
-from atelier.training.tasks.diffusion import DiffusionLossConfig, denoising_loss, sample_latents
+from atelier.training.losses import DiffusionLossConfig, denoising_loss, sample_latents
 from atelier.utils.io import save_image
 from atelier.utils.progress import progress
 
@@ -173,7 +173,7 @@ class Text2ImgTask:
         self.components.save(folder)
 
     def sample(self, folder: Path, step: int) -> None:
-        from atelier.pipelines.text2img import generate
+        from atelier.diffusion.text2img import generate
         from atelier.utils.images import make_grid
 
         self.components.unet.eval()

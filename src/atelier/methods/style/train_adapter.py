@@ -22,12 +22,12 @@ import torch
 
 from atelier.config import ModelConfig, TrainConfig
 from atelier.data.transforms import load_image_tensor
+from atelier.diffusion.components import SDComponents, freeze, load_components
+from atelier.diffusion.encode import encode_images, encode_prompts
 from atelier.errors import UserError
-from atelier.models.adapters import attach_image_adapter, load_image_adapter, tiny_image_encoder
-from atelier.models.base import SDComponents, freeze, load_components
-from atelier.models.encode import encode_images, encode_prompts
+from atelier.methods.style.image_adapter import attach_image_adapter, load_image_adapter, tiny_image_encoder
+from atelier.training.losses import DiffusionLossConfig, denoising_loss, sample_latents
 from atelier.training.tasks.autoencoder import ImageFolderConfig, list_images
-from atelier.training.tasks.diffusion import DiffusionLossConfig, denoising_loss, sample_latents
 from atelier.utils.progress import progress
 
 logger = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ class ImageAdapterTask:
 
     def sample(self, folder: Path, step: int) -> None:
         """Image variations (strength 1: from noise, conditioned only on the image): inputs on top, samples below."""
-        from atelier.pipelines.style import translate
+        from atelier.methods.style.sample import translate
         from atelier.utils.images import make_grid, tensor_to_pil
         from atelier.utils.io import save_image
 

@@ -5,7 +5,7 @@ point of the schedule (the scheduler's `add_noise`; `img2img_timesteps` picks th
 so strength 0 returns the input through the VAE and 1 ignores it) and denoised by the UNet with the style LoRA,
 prompted with the LoRA's identifier; an image adapter fed the same photo (`image_cond_scale`) keeps its details.
 The image's latent is the VAE posterior mean (deterministic), so only the added noise depends on the seed, and each
-image draws that noise from its own seed (`pipelines.common.image_generators`): its result does not depend on the batch.
+image draws that noise from its own seed (`diffusion.sampling.image_generators`): its result does not depend on the batch.
 
 Two options beyond the recipe, both measured on FashionSynth (the demo's style stage):
 - `inversion`: instead of random noise, the starting point is the DDIM inversion of the image by the base model (LoRA
@@ -23,12 +23,9 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from atelier.errors import UserError
-from atelier.models.adapters import ImageAdapter
-from atelier.models.base import SDComponents
-from atelier.models.encode import encode_images, encode_prompts
-from atelier.models.speed import SpeedConfig, apply_speed, cast, set_encoder_attention
-from atelier.pipelines.common import (
+from atelier.diffusion.components import SDComponents
+from atelier.diffusion.encode import encode_images, encode_prompts
+from atelier.diffusion.sampling import (
     SchedulerName,
     Seeds,
     classifier_free_guidance,
@@ -40,6 +37,9 @@ from atelier.pipelines.common import (
     make_scheduler,
     randn_per_image,
 )
+from atelier.diffusion.speed import SpeedConfig, apply_speed, cast, set_encoder_attention
+from atelier.errors import UserError
+from atelier.methods.style.image_adapter import ImageAdapter
 from atelier.utils.images import tensor_to_pil
 
 logger = logging.getLogger(__name__)
@@ -56,9 +56,9 @@ def load_style_model(base: str, lora: str | None = None, lora_scale: float = 1.0
                      speed: SpeedConfig | None = None) -> tuple[SDComponents, ImageAdapter | None]:
     """Base SD 1.x components with a style LoRA (diffusers or PEFT format) and an image adapter attached, made fast by
     `speed` (default `SpeedConfig()`: the LoRA fused in, bf16 on CUDA, ...; `SpeedConfig.plain()` is the reference)."""
-    from atelier.models.adapters import load_image_adapter
-    from atelier.models.base import freeze, load_components
-    from atelier.models.lora import load_lora
+    from atelier.diffusion.components import freeze, load_components
+    from atelier.diffusion.lora import load_lora
+    from atelier.methods.style.image_adapter import load_image_adapter
 
     speed = speed or SpeedConfig()
     components = load_components(base)
@@ -140,7 +140,7 @@ def invert_images(components: SDComponents, init: torch.Tensor, source_prompts: 
                   show_progress: bool = True) -> torch.Tensor:
     """DDIM inversion of image latents by the base model: LoRA bypassed (`lora_disabled`), no guidance, prompted with
     the source prompts. An attached image adapter must be at scale 0 (then it is exactly absent), fed `image_embeds`."""
-    from atelier.models.lora import lora_disabled
+    from atelier.diffusion.lora import lora_disabled
 
     with lora_disabled([components.unet, components.text_encoder]):
         source = encode_prompts(components.tokenizer, components.text_encoder, source_prompts, init.device)

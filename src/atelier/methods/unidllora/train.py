@@ -3,7 +3,7 @@
 Data: two folders whose images share file names (FashionSynth's style/photo and style/illustration, or any pair);
 each photo is paired with the illustration of the same name (relative path without suffix).
 Models: the frozen base UNet, VAE and text encoder; a `real` and an `illustration` LoRA over the UNet's attention
-projections (atelier.models.dual_lora); the Uni-adapter (two T2I-Adapters, RGB + sketch; atelier.models.uni_adapter).
+projections (atelier.methods.unidllora.dual_lora); the Uni-adapter (two T2I-Adapters, RGB + sketch; atelier.methods.unidllora.uni_adapter).
 Where the paper and released code are silent, these are the choices made here:
 - Alternation: optimizer steps cycle through `domain_order` (default illustration, real, illustration, ...); a step
   of domain D activates only D's LoRA and denoises D's latents (photo latents for `real`, illustration latents for
@@ -30,20 +30,26 @@ import torch
 
 from atelier.config import ModelConfig, TrainConfig, to_dict
 from atelier.data.transforms import load_image_tensor
+from atelier.diffusion.components import SDComponents, freeze, load_components
+from atelier.diffusion.encode import encode_images, encode_prompts
+from atelier.diffusion.lora import LoraSettings, lora_parameters
 from atelier.errors import UserError
-from atelier.models.base import SDComponents, freeze, load_components
-from atelier.models.dual_lora import DOMAINS, PAPER_WEIGHTS, add_dual_lora, save_dual_lora, set_domain_weights
-from atelier.models.encode import encode_images, encode_prompts
-from atelier.models.lora import LoraSettings, lora_parameters
-from atelier.models.sketch import PIDINET_FOLDER, SketchSettings, make_sketcher, pidinet_weight_file
-from atelier.models.uni_adapter import (
+from atelier.methods.unidllora.dual_lora import (
+    DOMAINS,
+    PAPER_WEIGHTS,
+    add_dual_lora,
+    save_dual_lora,
+    set_domain_weights,
+)
+from atelier.methods.unidllora.sketch import PIDINET_FOLDER, SketchSettings, make_sketcher, pidinet_weight_file
+from atelier.methods.unidllora.uni_adapter import (
     UniAdapter,
     UniAdapterSettings,
     branch_weights,
     build_uni_adapter,
     load_uni_adapter,
 )
-from atelier.training.tasks.diffusion import DiffusionLossConfig, denoising_loss, sample_latents
+from atelier.training.losses import DiffusionLossConfig, denoising_loss, sample_latents
 from atelier.utils.io import write_json
 from atelier.utils.progress import progress
 
@@ -217,7 +223,7 @@ class DualLoraTask:
 
     def sample(self, folder: Path, step: int) -> None:
         """Training photos translated with the paper's settings: photo / sketch / translation / true illustration rows."""
-        from atelier.pipelines.dual_lora import Illustrator, illustrate
+        from atelier.methods.unidllora.sample import Illustrator, illustrate
         from atelier.utils.images import make_grid, tensor_to_pil
         from atelier.utils.io import save_image
 

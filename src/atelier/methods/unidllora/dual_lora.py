@@ -1,10 +1,10 @@
 """Uni-DlLoRA's Dual-LoRA (Liao et al. 2024): a real-photo and an illustration LoRA over all UNet attention projections.
 
-Both are PEFT adapters on the same UNet, named `real` and `illustration` (atelier.models.lora's injection), so the
+Both are PEFT adapters on the same UNet, named `real` and `illustration` (atelier.diffusion.lora's injection), so the
 shared base weights stay frozen and each domain's update lives in its own low-rank pair. Training activates one
 domain at a time; inference weights each (`{"real": 0, "illustration": 1}` is the paper's setting: only the
 illustration set is used). A weight of 0 deactivates that adapter entirely, so all-zero weights run the base UNet.
-Each domain is saved as its own diffusers-format LoRA file (atelier.models.lora.save_lora):
+Each domain is saved as its own diffusers-format LoRA file (atelier.diffusion.lora.save_lora):
 `DIR/real/pytorch_lora_weights.safetensors` and `DIR/illustration/pytorch_lora_weights.safetensors`, so either
 loads into any diffusers pipeline with `load_lora_weights`.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
+from atelier.diffusion.lora import WEIGHT_NAME, LoraSettings, add_lora, load_lora, save_lora
 from atelier.errors import UserError
-from atelier.models.lora import WEIGHT_NAME, LoraSettings, add_lora, load_lora, save_lora
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ to_q, to_k, to_v, to_out.0 for i % 4 = 0, 1, 2, 3: the order the released code w
 The file is a pickle, so it is read with `torch.load(weights_only=True)`, which only rebuilds tensors, containers
 and the module classes allowed here (a stand-in for LoRALinearLayer): no code from the file runs.
 Conversion: down -> PEFT lora_A, up -> lora_B, alpha = network_alpha (or the rank), into the `real` and
-`illustration` adapters of atelier.models.dual_lora, which saves each in the diffusers LoRA format.
+`illustration` adapters of atelier.methods.unidllora.dual_lora, which saves each in the diffusers LoRA format.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
+from atelier.diffusion.lora import UNET_TARGETS, add_lora
 from atelier.errors import UserError
-from atelier.models.dual_lora import DOMAINS, save_dual_lora, second_adapter_allowed
-from atelier.models.lora import UNET_TARGETS, add_lora
-from atelier.models.sketch import PIDINET_FOLDER
-from atelier.models.uni_adapter import ADAPTER_FOLDER
+from atelier.methods.unidllora.dual_lora import DOMAINS, save_dual_lora, second_adapter_allowed
+from atelier.methods.unidllora.sketch import PIDINET_FOLDER
+from atelier.methods.unidllora.uni_adapter import ADAPTER_FOLDER
 
 logger = logging.getLogger(__name__)
 

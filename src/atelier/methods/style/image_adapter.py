@@ -114,7 +114,7 @@ class ImageAdapter:
 
 
 def _ip_processors(unet: torch.nn.Module) -> list:
-    """The IP-Adapter processors in attention order: SDPA ones, or classic ones where `models.speed` swapped them."""
+    """The IP-Adapter processors in attention order: SDPA ones, or classic ones where `diffusion.speed` swapped them."""
     from diffusers.models.attention_processor import IPAdapterAttnProcessor, IPAdapterAttnProcessor2_0
 
     return [p for p in unet.attn_processors.values() if isinstance(p, (IPAdapterAttnProcessor, IPAdapterAttnProcessor2_0))]

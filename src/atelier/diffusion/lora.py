@@ -15,7 +15,7 @@ Choices:
   (`adapter_config.json` + `adapter_model.safetensors`, at the root or in `unet/` and `text_encoder/`) is converted
   to the same call: its keys lose PEFT's `base_model.model.` prefix and its config becomes the metadata.
 - Scale and fuse go through PEFT's layer API (`set_scale`, `merge`), one path for the UNet and the text encoder; fusing
-  also removes the PEFT wrappers (the scale is then fixed). Both drop cached text embeddings (models.encode).
+  also removes the PEFT wrappers (the scale is then fixed). Both drop cached text embeddings (diffusion.encode).
 """
 
 from __future__ import annotations
@@ -259,7 +259,7 @@ def _lora_layers(models: list[torch.nn.Module | None]):
 
 def set_lora_scale(models: list[torch.nn.Module | None], scale: float, adapter_name: str = "style") -> None:
     """Scale a LoRA's contribution (0 = off, 1 = as trained) in every layer of the given models."""
-    from atelier.models.encode import clear_text_cache
+    from atelier.diffusion.encode import clear_text_cache
 
     for layer in _lora_layers(models):
         layer.set_scale(adapter_name, scale)
@@ -272,7 +272,7 @@ def set_lora_scale(models: list[torch.nn.Module | None], scale: float, adapter_n
 def lora_disabled(models: list[torch.nn.Module | None]):
     """Run the base models: every LoRA layer of `models` is bypassed inside the block and restored after it.
     A fused LoRA is part of the weights and cannot be bypassed: that raises ValueError (load with fuse_lora off)."""
-    from atelier.models.encode import clear_text_cache
+    from atelier.diffusion.encode import clear_text_cache
 
     if any(getattr(model, "_atelier_fused_lora", False) for model in filter(None, models)):
         raise ValueError("the LoRA is fused into the weights, so the base model cannot be run without it; "
@@ -300,7 +300,7 @@ def fuse_lora(models: list[torch.nn.Module | None]) -> int:
     Returns the number of LoRA layers removed."""
     from peft.tuners.lora import LoraLayer
 
-    from atelier.models.encode import clear_text_cache
+    from atelier.diffusion.encode import clear_text_cache
 
     fused = 0
     for model in filter(None, models):

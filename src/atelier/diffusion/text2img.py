@@ -1,6 +1,6 @@
 """Text-to-image sampling with any SD 1.x components (optionally with a LoRA already applied to the UNet).
 
-Each image draws its noise from its own seed (`pipelines.common.image_generators`), so it does not depend on the batch.
+Each image draws its noise from its own seed (`diffusion.sampling.image_generators`), so it does not depend on the batch.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from atelier.models.base import SDComponents
-from atelier.models.encode import encode_prompts
-from atelier.pipelines.common import (
+from atelier.diffusion.components import SDComponents
+from atelier.diffusion.encode import encode_prompts
+from atelier.diffusion.sampling import (
     SchedulerName,
     Seeds,
     classifier_free_guidance,

@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atelier.models.cfld.appearance import AppearanceBackbone, AppearanceConfig
-from atelier.models.cfld.decoder import PerceptionRefinedDecoder
-from atelier.models.cfld.hybrid_attention import HybridGranularityAttention, HybridTarget
-from atelier.models.cfld.pose_adapter import PoseAdapter
+from atelier.methods.cfld.appearance import AppearanceBackbone, AppearanceConfig
+from atelier.methods.cfld.decoder import PerceptionRefinedDecoder
+from atelier.methods.cfld.hybrid_attention import HybridGranularityAttention, HybridTarget
+from atelier.methods.cfld.pose_adapter import PoseAdapter
 
 PAPER_UNET_TRAINABLE = ["up_blocks.*.attn2.to_k.*", "up_blocks.*.attn2.to_v.*"]
 

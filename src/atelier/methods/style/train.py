@@ -9,7 +9,7 @@ cached. Two options need per-step encoding, with the frozen parts still run with
   generator, so resume stays exact), then encoded by the VAE under no_grad;
 - `lora.text_encoder: true`: a second LoRA on the text encoder; captions are tokenized once and encoded per step
   (gradients reach only the LoRA weights).
-Output: RUN/final/pytorch_lora_weights.safetensors in the diffusers LoRA format (atelier.models.lora).
+Output: RUN/final/pytorch_lora_weights.safetensors in the diffusers LoRA format (atelier.diffusion.lora).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import torch
 
 from atelier.config import ModelConfig, TrainConfig
 from atelier.data.transforms import open_rgb, resize_image
-from atelier.models.encode import encode_images
-from atelier.models.lora import LoraSettings, add_lora, lora_parameters, save_lora
-from atelier.training.tasks.diffusion import DiffusionLossConfig, sample_latents
+from atelier.diffusion.encode import encode_images
+from atelier.diffusion.lora import LoraSettings, add_lora, lora_parameters, save_lora
+from atelier.training.losses import DiffusionLossConfig, sample_latents
 from atelier.training.tasks.text2img import CaptionedDataConfig, SampleConfig, Text2ImgTask
 from atelier.utils.images import pil_to_tensor
 from atelier.utils.progress import progress

@@ -88,7 +88,7 @@ def build_tiny_components(seed: int = 0, cross_attention_dim: int = 64) -> SDCom
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from atelier.models.tokenizer import vocab_size, write_tokenizer_files
+    from atelier.diffusion.tokenizer import vocab_size, write_tokenizer_files
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
@@ -163,7 +163,7 @@ def build_sd15_components(seed: int = 0, text_encoder: bool = True) -> SDCompone
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from atelier.models.tokenizer import write_tokenizer_files
+    from atelier.diffusion.tokenizer import write_tokenizer_files
 
     torch.manual_seed(seed)
     encoder = tokenizer = None

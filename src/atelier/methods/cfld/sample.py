@@ -6,7 +6,7 @@ Sampling as CFLD's test script ("uc_down_full"): three UNet branches per step, b
     full           decoder context, pose residuals, query biases
 combined as eps = eps_uc + pose_scale (eps_pose - eps_uc) + full_scale (eps_full - eps_pose); the paper samples with
 DDPM, 50 steps, both scales 2. With equal scales this is classifier-free guidance between the unconditional and the
-full branch (the pose branch cancels). The scheduler owns all noise math (`pipelines.common.denoise`); each pair
+full branch (the pose branch cancels). The scheduler owns all noise math (`diffusion.sampling.denoise`); each pair
 draws its noise from its own seed, so a pair's image does not depend on the batch it is drawn in.
 
 `load_pose_model` reads atelier's CFLD folder (a training run's `final/`, or the run folder) or CFLD's released
@@ -26,10 +26,7 @@ from PIL import Image
 
 from atelier.config import from_dict, read_yaml, save_yaml
 from atelier.data.pose import FRAME_HW
-from atelier.errors import UserError
-from atelier.models.cfld.model import CFLD, CFLDConfig, Conditioning
-from atelier.models.speed import SpeedConfig, apply_speed_to_unet, apply_speed_to_vae, cast, set_attention
-from atelier.pipelines.common import (
+from atelier.diffusion.sampling import (
     SchedulerName,
     Seeds,
     decode_latents,
@@ -38,6 +35,9 @@ from atelier.pipelines.common import (
     make_scheduler,
     randn_per_image,
 )
+from atelier.diffusion.speed import SpeedConfig, apply_speed_to_unet, apply_speed_to_vae, cast, set_attention
+from atelier.errors import UserError
+from atelier.methods.cfld.network import CFLD, CFLDConfig, Conditioning
 from atelier.utils.images import tensor_to_pil
 
 logger = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ def check_sizes(config: PoseModelConfig, latent_scale: int) -> tuple[int, int]:
 
 def build_cfld(config: PoseModelConfig, unet) -> CFLD:
     """A fresh CFLD around `unet` (random parts; Swin from its official weights when the config names a file)."""
-    from atelier.models.cfld.checkpoint import load_swin_weights
+    from atelier.methods.cfld.release import load_swin_weights
 
     model = CFLD(config.cfld, unet, tuple(config.appearance_size))
     if config.cfld.appearance.pretrained:
@@ -103,7 +103,7 @@ def _load_atelier_folder(folder: Path) -> PoseModel:
     """atelier's CFLD folder: cfld.yaml + cfld.safetensors + unet/ vae/ scheduler/."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
-    from atelier.models.cfld.checkpoint import CFLD_WEIGHTS, load_cfld_weights
+    from atelier.methods.cfld.release import CFLD_WEIGHTS, load_cfld_weights
 
     config = from_dict(PoseModelConfig, read_yaml(folder / MODEL_CONFIG), where=MODEL_CONFIG)
     config.cfld.appearance.pretrained = None  # the trained weights replace the initialisation
@@ -114,8 +114,8 @@ def _load_atelier_folder(folder: Path) -> PoseModel:
 
 def _load_release(folder: Path, base: str | None) -> PoseModel:
     """CFLD's released checkpoint on a Stable Diffusion 1.5 folder, at the paper's sizes."""
-    from atelier.models.base import load_components
-    from atelier.models.cfld.checkpoint import load_cfld_release
+    from atelier.diffusion.components import load_components
+    from atelier.methods.cfld.release import load_cfld_release
 
     if base is None:
         raise UserError(f"{folder} is CFLD's released checkpoint: pass --base with a Stable Diffusion 1.5 folder "
@@ -131,8 +131,8 @@ def load_pose_model(checkpoint: str | Path, base: str | None = None, device: str
                     speed: SpeedConfig | None = None) -> PoseModel:
     """atelier's CFLD folder (run or run/final) or CFLD's release folder (needs `base`), in eval mode on `device`,
     made fast by `speed` (default `SpeedConfig()`; `SpeedConfig.plain()` is the reference path)."""
-    from atelier.models.base import freeze
-    from atelier.models.cfld.checkpoint import find_release_files
+    from atelier.diffusion.components import freeze
+    from atelier.methods.cfld.release import find_release_files
 
     folder = Path(checkpoint)
     if (folder / "final" / MODEL_CONFIG).is_file():
@@ -149,7 +149,7 @@ def load_pose_model(checkpoint: str | Path, base: str | None = None, device: str
 
 
 def apply_speed_to_pose_model(model: PoseModel, speed: SpeedConfig, device: str | torch.device | None = None) -> PoseModel:
-    """Apply `speed` to a CFLD model in place (models.speed): its UNet, its conditioning parts and the VAE."""
+    """Apply `speed` to a CFLD model in place (diffusion.speed): its UNet, its conditioning parts and the VAE."""
     device = torch.device(device) if device is not None else next(model.cfld.parameters()).device
     for part in model.cfld.children():  # the conditioning parts' transformer blocks; the UNet's below
         if part is not model.cfld.unet:
@@ -163,7 +163,7 @@ def apply_speed_to_pose_model(model: PoseModel, speed: SpeedConfig, device: str 
 
 def save_pose_model(model: PoseModel, folder: str | Path) -> Path:
     """Write atelier's CFLD folder (cfld.safetensors, unet/, vae/, scheduler/, cfld.yaml)."""
-    from atelier.models.cfld.checkpoint import save_cfld
+    from atelier.methods.cfld.release import save_cfld
 
     save_cfld(model.cfld, model.vae, model.scheduler, folder)
     save_yaml(model.config, Path(folder) / MODEL_CONFIG)

@@ -6,7 +6,7 @@ residuals at every step, on both halves of the guidance batch (as diffusers' ada
 pipeline do); only the illustration LoRA is active. With equal prompt and negative prompt (the paper's empty
 prompt) both halves are the same computation, so guidance cannot change the result: the UNet then runs once per
 step instead of twice (identical up to float rounding). Everything after the adapter features is the style
-pipeline's SDEdit translation (`atelier.pipelines.style.translate`) run on the UNet with the residuals bound.
+pipeline's SDEdit translation (`atelier.methods.style.sample.translate`) run on the UNet with the residuals bound.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from atelier.diffusion.components import SDComponents
+from atelier.diffusion.sampling import SchedulerName, Seeds
+from atelier.diffusion.speed import SpeedConfig, apply_speed, cast
 from atelier.errors import UserError
-from atelier.models.base import SDComponents
-from atelier.models.speed import SpeedConfig, apply_speed, cast
-from atelier.models.uni_adapter import ResidualUNet, UniAdapter, branch_weights
-from atelier.pipelines.common import SchedulerName, Seeds
-from atelier.pipelines.style import translate
+from atelier.methods.style.sample import translate
+from atelier.methods.unidllora.uni_adapter import ResidualUNet, UniAdapter, branch_weights
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class IllustrateOutput:
 def _sketch_settings(checkpoint: Path):
     """The checkpoint's sketch extractor: sketch.json (atelier), else pidnet/ (the released layout)."""
     from atelier.config import from_dict
-    from atelier.models.sketch import PIDINET_FOLDER, SketchSettings
+    from atelier.methods.unidllora.sketch import PIDINET_FOLDER, SketchSettings
 
     if (checkpoint / "sketch.json").is_file():
         settings = from_dict(SketchSettings, json.loads((checkpoint / "sketch.json").read_text()), where="sketch.json")
@@ -81,11 +81,11 @@ def load_illustrator(checkpoint: str | os.PathLike, base: str | None = None, lor
                      sketch=None, device: str | torch.device | None = None, speed: SpeedConfig | None = None) -> Illustrator:
     """Base model + dual LoRA + Uni-adapter + sketch extractor from an atelier run's final/ or the released checkpoint,
     made fast by `speed` (default `SpeedConfig()`; with its fuse_lora the domain weights are fixed at `lora_weights`)."""
-    from atelier.models.base import freeze, load_components
-    from atelier.models.dual_lora import PAPER_WEIGHTS, load_dual_lora
-    from atelier.models.sketch import make_sketcher
-    from atelier.models.uni_adapter import load_uni_adapter
-    from atelier.models.unidllora_checkpoint import is_released_checkpoint, load_released_duallora
+    from atelier.diffusion.components import freeze, load_components
+    from atelier.methods.unidllora.dual_lora import PAPER_WEIGHTS, load_dual_lora
+    from atelier.methods.unidllora.release import is_released_checkpoint, load_released_duallora
+    from atelier.methods.unidllora.sketch import make_sketcher
+    from atelier.methods.unidllora.uni_adapter import load_uni_adapter
 
     checkpoint = Path(checkpoint).expanduser()
     if not checkpoint.is_dir():
@@ -108,9 +108,9 @@ def load_illustrator(checkpoint: str | os.PathLike, base: str | None = None, lor
 
 def apply_speed_to_illustrator(model: Illustrator, speed: SpeedConfig, lora_weights: dict[str, float],
                                device: str | torch.device | None = None) -> Illustrator:
-    """Set the LoRA domain weights and apply `speed` in place (models.speed); with speed.fuse_lora the weights are
+    """Set the LoRA domain weights and apply `speed` in place (diffusion.speed); with speed.fuse_lora the weights are
     fused in and recorded, and `illustrate` refuses other weights from then on."""
-    from atelier.models.dual_lora import set_domain_weights
+    from atelier.methods.unidllora.dual_lora import set_domain_weights
 
     set_domain_weights(model.components.unet, lora_weights)
     apply_speed(model.components, speed, device)
@@ -123,7 +123,7 @@ def apply_speed_to_illustrator(model: Illustrator, speed: SpeedConfig, lora_weig
 
 def _all_domains(weights: dict[str, float]) -> dict[str, float]:
     """Domain weights with every domain named (0 for those left out), for comparing two settings."""
-    from atelier.models.dual_lora import DOMAINS
+    from atelier.methods.unidllora.dual_lora import DOMAINS
 
     return {domain: float(weights.get(domain, 0.0)) for domain in DOMAINS}
 
@@ -137,7 +137,7 @@ def illustrate(model: Illustrator, images: torch.Tensor, *, prompt: str = "", ne
 
     `seed`: an int S seeds photo i with S + i, a sequence gives each photo's seed (as `style.translate`).
     """
-    from atelier.models.dual_lora import set_domain_weights
+    from atelier.methods.unidllora.dual_lora import set_domain_weights
 
     # 1. validate: the adapter's weights (the size is checked by the adapter and the translation)
     weights = branch_weights(adapter_scale, adapter_weights)

@@ -1,9 +1,9 @@
 """Frozen encoders run once: text embeddings of prompts and VAE latents of images (no gradients).
 
-Text embeddings can be cached per text encoder (`enable_text_cache`, which `models.speed.apply_speed` calls): a small
+Text embeddings can be cached per text encoder (`enable_text_cache`, which `diffusion.speed.apply_speed` calls): a small
 LRU keyed by (tokenizer, prompt, device, dtype), held in a weak dictionary so it dies with its encoder. Weights that
 change in place are not visible in such a key, so whatever changes them (LoRA loading, scaling, merging in
-`models.lora`; `apply_speed`) calls `clear_text_cache`; encoders never opted in (training) are never cached.
+`diffusion.lora`; `apply_speed`) calls `clear_text_cache`; encoders never opted in (training) are never cached.
 """
 
 from __future__ import annotations

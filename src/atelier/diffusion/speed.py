@@ -16,7 +16,7 @@ module by module so our own attention processors survive it:
 - channels_last, compile (`nn.Module.compile`, so the module keeps its attributes), TF32 and cuDNN autotuning on CUDA.
 - vae_slicing / vae_tiling: diffusers' own `enable_slicing` (a batch goes through the VAE one image at a time when it
   holds more than one) and `enable_tiling` (auto: only images above TILE_ABOVE px on a side, in tiles of that size).
-- cache_text: text embeddings of repeated prompts are reused (`atelier.models.encode`).
+- cache_text: text embeddings of repeated prompts are reused (`atelier.diffusion.encode`).
 """
 
 from __future__ import annotations
@@ -83,8 +83,8 @@ def apply_speed(components, speed: SpeedConfig, device: torch.device | str | Non
     Meant once per loaded model: a later call can change the dtype, attention, layout, VAE and text-cache settings, but
     not undo LoRA fusion or compilation.
     """
-    from atelier.models.encode import enable_text_cache
-    from atelier.models.lora import fuse_lora
+    from atelier.diffusion.encode import enable_text_cache
+    from atelier.diffusion.lora import fuse_lora
 
     device = torch.device(device) if device is not None else next(components.unet.parameters()).device
     dtype = speed.torch_dtype(device)
@@ -103,7 +103,7 @@ def apply_speed(components, speed: SpeedConfig, device: torch.device | str | Non
 def apply_speed_to_unet(unet: torch.nn.Module, speed: SpeedConfig, device: torch.device | str | None = None) -> torch.nn.Module:
     """Apply `speed` to a UNet in place (also one inside another model, e.g. CFLD's):
     LoRA fusion, attention processors, dtype, memory layout, compilation."""
-    from atelier.models.lora import fuse_lora
+    from atelier.diffusion.lora import fuse_lora
 
     device = torch.device(device) if device is not None else next(unet.parameters()).device
     unet.to(device)

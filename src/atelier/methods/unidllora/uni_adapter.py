@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from atelier.errors import UserError
-from atelier.models.sketch import Sketcher
+from atelier.methods.unidllora.sketch import Sketcher
 
 logger = logging.getLogger(__name__)
 

@@ -24,13 +24,13 @@ import torch
 
 from atelier.config import ModelConfig, TrainConfig
 from atelier.data.pairs import PosePairs, load_pairs
+from atelier.diffusion.components import SDComponents, freeze, load_components
+from atelier.diffusion.encode import encode_images
+from atelier.diffusion.sampling import SchedulerName
 from atelier.errors import UserError
-from atelier.models.base import SDComponents, freeze, load_components
-from atelier.models.cfld.model import CFLDConfig
-from atelier.models.encode import encode_images
-from atelier.pipelines.common import SchedulerName
-from atelier.pipelines.pose_transfer import PoseModel, PoseModelConfig, build_cfld, check_sizes, save_pose_model
-from atelier.training.tasks.diffusion import DiffusionLossConfig, denoising_loss, sample_latents
+from atelier.methods.cfld.network import CFLDConfig
+from atelier.methods.cfld.sample import PoseModel, PoseModelConfig, build_cfld, check_sizes, save_pose_model
+from atelier.training.losses import DiffusionLossConfig, denoising_loss, sample_latents
 from atelier.utils.progress import progress
 
 logger = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ class PoseTask:
 
     def sample(self, folder: Path, step: int) -> None:
         """Grid of the first `sample.count` training pairs: source / target pose / sample / target."""
-        from atelier.pipelines.pose_transfer import transfer
+        from atelier.methods.cfld.sample import transfer
         from atelier.utils.images import make_grid, tensor_to_pil
         from atelier.utils.io import save_image
 
