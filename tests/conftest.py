@@ -33,6 +33,15 @@ def synth_root(tmp_path_factory):
     return folder
 
 
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    """A fresh ATELIER_CACHE for the test, offline: network weights must come from files the test makes (modules opt
+    in with `pytestmark = pytest.mark.usefixtures("isolated_cache")`)."""
+    monkeypatch.setenv("ATELIER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("ATELIER_OFFLINE", "1")
+    return tmp_path / "cache"
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models run fastest on one thread, and do not fight other processes for the cores (modules opt in with

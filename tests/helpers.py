@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -36,3 +37,12 @@ def randomised_dual_lora_model():
             if ".lora_B." in name or "adapter" in name:
                 param.add_(torch.randn(param.shape, generator=torch.Generator().manual_seed(len(name))) * 0.1)
     return components, adapter
+
+
+def run_command(module, argv: list[str]) -> int:
+    """Run one subcommand module with its own parser, as atelier.cli does, but let errors raise (argv: no command name)."""
+    parser = argparse.ArgumentParser(prog="atelier")
+    subparsers = parser.add_subparsers(dest="command")
+    module.add_parser(subparsers)
+    args = parser.parse_args([next(iter(subparsers.choices)), *argv])
+    return args.func(args)

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from atelier.cli import main
@@ -14,14 +13,7 @@ from atelier.metrics.evaluate import STAMP_RANDOM, evaluate
 SIZE = "64x56"
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("ATELIER_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("ATELIER_OFFLINE", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the CI box has 2 shared cores: OpenMP spinning makes 2 threads slower
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("isolated_cache", "one_thread")  # 2 shared cores: OpenMP spinning makes 2 threads slower
 
 
 @pytest.fixture

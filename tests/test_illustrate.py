@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -19,18 +18,11 @@ from atelier.methods.style.sample import translate
 from atelier.methods.unidllora.sample import Illustrator, illustrate
 from atelier.methods.unidllora.sketch import PiDiNet, xdog_sketch
 from atelier.methods.unidllora.uni_adapter import UniAdapter, build_uni_adapter
-from tests.helpers import randomised_dual_lora_model
+from tests.helpers import randomised_dual_lora_model, run_command
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SETTINGS = dict(strength=0.7, steps=10, guidance_scale=5.0, seed=3, scheduler="ddpm", show_progress=False)
 
-
-def run_command(module, argv: list[str]) -> int:
-    """Parse `<command> argv` with the command module's own parser (as atelier.cli does) and run it."""
-    parser = argparse.ArgumentParser(prog="atelier")
-    module.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args([module.__name__.rsplit(".", 1)[-1], *argv])
-    return args.func(args)
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,7 @@ import torch
 
 from atelier.metrics.fid import FeatureStats, frechet_distance, kernel_inception_distance, stats_cache_path
 
-
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("ATELIER_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 def _features(n, dim, seed, shift=0.0):

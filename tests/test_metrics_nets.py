@@ -48,14 +48,7 @@ def _save_and_load(state, tmp_path, name):
     return weights.load_state_dict(path), str(path)
 
 
-@pytest.fixture(autouse=True)
-def one_thread(tmp_path, monkeypatch):
-    monkeypatch.setenv("ATELIER_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("ATELIER_OFFLINE", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("isolated_cache", "one_thread")
 
 
 def test_alexnet_and_vgg_load_torchvision_layout_and_give_lpips_taps(tmp_path):

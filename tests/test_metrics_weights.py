@@ -7,11 +7,7 @@ import pytest
 from atelier import weights
 from atelier.errors import UserError
 
-
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("ATELIER_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("ATELIER_OFFLINE", "1")
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 def test_missing_weights_offline_name_file_url_and_folder(tmp_path):

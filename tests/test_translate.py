@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from atelier.errors import UserError
 from atelier.methods.style.image_adapter import attach_image_adapter, tiny_image_encoder
 from atelier.methods.style.sample import translate
 from atelier.utils.images import tensor_to_pil
+from tests.helpers import run_command
 
 
 def random_images(count: int = 2, size: tuple[int, int] = (32, 32), seed: int = 0) -> torch.Tensor:
@@ -30,13 +30,6 @@ def frozen_tiny():
     freeze(components.unet, components.vae, components.text_encoder)
     return components
 
-
-def run_command(module, argv: list[str]) -> int:
-    """Parse argv with the command module's own parser (as atelier.cli does) and run it."""
-    parser = argparse.ArgumentParser(prog="atelier")
-    module.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)
 
 
 def test_strength_zero_returns_the_input_through_the_vae() -> None:
@@ -91,7 +84,7 @@ def test_translate_command_folder_mode(model_and_lora: tuple[Path, Path], tmp_pa
         Image.fromarray(np.full((40, 30, 3), 60 * index, np.uint8)).save(folder / f"p{index}.jpg")
     (photos / "broken.jpg").write_bytes(b"not a jpeg")
     out = tmp_path / "out"
-    argv = ["translate", str(photos), "--model", str(base), "--lora", str(lora), "--out", str(out), "--size", "32x32",
+    argv = [str(photos), "--model", str(base), "--lora", str(lora), "--out", str(out), "--size", "32x32",
             "--steps", "4", "--batch-size", "2", "--prompt", "an illustration, "]
     assert run_command(command, argv) == 0
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png") if p.name != "grid.png")
@@ -115,7 +108,7 @@ def test_translate_command_rejects_bad_strength(model_and_lora: tuple[Path, Path
     base, lora = model_and_lora
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "p.png")
     with pytest.raises(UserError, match="--strength"):
-        run_command(command, ["translate", str(tmp_path / "p.png"), "--model", str(base), "--lora", str(lora),
+        run_command(command, [str(tmp_path / "p.png"), "--model", str(base), "--lora", str(lora),
                               "--out", str(tmp_path / "out"), "--strength", "1.5", "--size", "32x32"])
 
 
@@ -124,8 +117,8 @@ def test_generate_command_writes_images_grid_and_settings(model_and_lora: tuple[
 
     base, lora = model_and_lora
     out = tmp_path / "gen"
-    assert run_command(command, ["generate", "--model", str(base), "--lora", str(lora), "--prompt", "a red dress",
+    assert run_command(command, ["--model", str(base), "--lora", str(lora), "--prompt", "a red dress",
                                  "--num-images", "2", "--steps", "3", "--size", "32x32", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["0000.png", "0001.png", "grid.png", "settings.json"]
     with pytest.raises(UserError, match="--overwrite"):
-        run_command(command, ["generate", "--model", str(base), "--prompt", "x", "--out", str(out)])
+        run_command(command, ["--model", str(base), "--prompt", "x", "--out", str(out)])

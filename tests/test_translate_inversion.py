@@ -15,7 +15,8 @@ from atelier.diffusion.lora import add_lora, fuse_lora, lora_disabled, lora_para
 from atelier.errors import UserError
 from atelier.methods.style.sample import translate
 from atelier.utils.images import tensor_to_pil
-from tests.test_translate import frozen_tiny, model_and_lora, random_images, run_command  # noqa: F401 (fixture)
+from tests.helpers import run_command
+from tests.test_translate import frozen_tiny, model_and_lora, random_images  # noqa: F401 (fixture)
 
 SETTINGS = dict(strength=0.3, steps=30, guidance_scale=1.0, show_progress=False)
 
@@ -88,7 +89,7 @@ def test_translate_command_inversion_with_a_lora_that_would_otherwise_be_fused(m
     base, lora = model_and_lora
     Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(tmp_path / "p.png")
     out = tmp_path / "out"
-    argv = ["translate", str(tmp_path / "p.png"), "--model", str(base), "--lora", str(lora), "--out", str(out),
+    argv = [str(tmp_path / "p.png"), "--model", str(base), "--lora", str(lora), "--out", str(out),
             "--size", "32x32", "--steps", "4", "--inversion", "--restore-detail", "--source-prompt", "a photo"]
     assert run_command(command, argv) == 0
     settings = json.loads((out / "settings.json").read_text())
