@@ -2,7 +2,7 @@
 
 Reference: diffusers' `StableDiffusionPipeline` / `StableDiffusionImg2ImgPipeline` built from the very component
 objects passed in (no safety checker), default settings (fp32, its default attention processor), the same scheduler
-kind (DDIM), steps, guidance and strength. Ours: `diffusion.text2img.generate` / `methods.style.sample.translate` on a deep
+kind (DDIM), steps, guidance and strength. Ours: `diffusion.text2img.generate` / `diffusion.img2img.translate` on a deep
 copy of the components given `apply_speed(copy, SpeedConfig())` (`--compile`: with torch.compile), so the reference
 stays plain. Every timed call gets prompts no call used before (the text cache may only reuse the empty negative
 prompt, as in real use).
@@ -80,9 +80,9 @@ def sampling_rows(size: SuiteSize, components, ours, only: set[str], torch_defau
 
     `torch_defaults` restores torch's backend flags as they were before `apply_speed`: the reference runs under them.
     """
+    from atelier.diffusion.img2img import translate
     from atelier.diffusion.speed import set_backend_flags
     from atelier.diffusion.text2img import generate
-    from atelier.methods.style.sample import translate
 
     flags = {"reference": torch_defaults, "ours": partial(set_backend_flags, ours_speed(size), size.device)}
 

@@ -83,8 +83,8 @@ def build_components(size: SuiteSize, seed: int = 0):
 
 def build_pose_model(size: SuiteSize, components):
     """A CFLD pose model around `components`' UNet and VAE: the demo's tiny CFLD at 64x48, or the paper's at 512."""
+    from atelier.methods.cfld.model import PoseModel, PoseModelConfig, build_cfld
     from atelier.methods.cfld.network import tiny_cfld_config
-    from atelier.methods.cfld.sample import PoseModel, PoseModelConfig, build_cfld
 
     if size.name == "tiny":
         config = PoseModelConfig(cfld=tiny_cfld_config(), image_size=(64, 48), appearance_size=(64, 48),

@@ -24,7 +24,8 @@ from bench._sizes import SuiteSize, build_pose_model, ours_speed
 def pose_row(size: SuiteSize, components) -> Row:
     """Seconds per generated image of CFLD sampling at the size's batch, ours against the plain path."""
     from atelier.diffusion.speed import SpeedConfig, set_backend_flags
-    from atelier.methods.cfld.sample import load_pose_model, save_pose_model, transfer
+    from atelier.methods.cfld.model import load_pose_model, save_pose_model
+    from atelier.methods.cfld.sample import transfer
 
     model = build_pose_model(size, components)
     with tempfile.TemporaryDirectory(prefix="bench-pose-") as folder:

@@ -1,4 +1,4 @@
-"""CFLD speed: training step time and sampling time per image, beside the published cost figures (REFERENCE section 3).
+"""CFLD speed: training step time and sampling time per image, beside the published cost figures (docs/cfld.md).
 
 Published (measured by the MCLD authors on an A6000): CFLD inference 3.55 s/image (DDPM 50 steps, three guidance
 branches) in 6.5 GB; training 353.6 GPU-hours for 100 epochs of 455 steps x 224 pairs on 8 GPUs (46.6 GB each),

@@ -9,13 +9,13 @@ import torch
 
 from atelier.config import ModelConfig, TrainConfig
 from atelier.diffusion.components import build_tiny_components
-from atelier.errors import UserError
-from atelier.methods.style.image_adapter import (
+from atelier.diffusion.image_adapter import (
     ImageAdapter,
     attach_image_adapter,
     load_image_adapter,
     tiny_image_encoder,
 )
+from atelier.errors import UserError
 from atelier.methods.style.train_adapter import ImageAdapterConfig, ImageAdapterSampleConfig, ImageAdapterTask
 from atelier.training.loop import train
 from atelier.training.tasks.autoencoder import ImageFolderConfig

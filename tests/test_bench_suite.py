@@ -46,7 +46,7 @@ def test_translate_flops_count_only_the_steps_that_run(suite):
     """Translate's compute bound counts int(steps x strength) UNet calls on top of the fixed encode/decode work."""
     import torch
 
-    from atelier.methods.style.sample import translate
+    from atelier.diffusion.img2img import translate
     from bench._flops import count_flops, split_per_call
     from bench._sizes import build_components, suite_size
 

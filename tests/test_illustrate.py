@@ -13,9 +13,10 @@ from PIL import Image
 from atelier.commands import illustrate as illustrate_command
 from atelier.commands import train as train_command
 from atelier.diffusion.components import build_tiny_components
+from atelier.diffusion.img2img import translate
 from atelier.errors import UserError
-from atelier.methods.style.sample import translate
-from atelier.methods.unidllora.sample import Illustrator, illustrate
+from atelier.methods.unidllora.model import Illustrator
+from atelier.methods.unidllora.sample import illustrate
 from atelier.methods.unidllora.sketch import PiDiNet, xdog_sketch
 from atelier.methods.unidllora.uni_adapter import UniAdapter, build_uni_adapter
 from tests.helpers import randomised_dual_lora_model, run_command

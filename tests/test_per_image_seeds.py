@@ -21,9 +21,9 @@ from PIL import Image
 
 from atelier.cli import main
 from atelier.diffusion.components import build_tiny_components, freeze
+from atelier.diffusion.img2img import translate
 from atelier.diffusion.sampling import image_generators, image_seeds, randn_per_image
 from atelier.diffusion.text2img import generate
-from atelier.methods.style.sample import translate
 from tests.helpers import write_random_photos
 
 SHARE = 1e-5
@@ -89,7 +89,8 @@ def test_generate_of_a_batch_is_each_prompt_sampled_alone(components, scheduler:
 
 
 def test_illustrate_of_a_batch_is_each_photo_alone() -> None:
-    from atelier.methods.unidllora.sample import Illustrator, illustrate
+    from atelier.methods.unidllora.model import Illustrator
+    from atelier.methods.unidllora.sample import illustrate
     from atelier.methods.unidllora.sketch import xdog_sketch
     from atelier.methods.unidllora.uni_adapter import UniAdapter, build_uni_adapter
 
@@ -105,8 +106,8 @@ def test_illustrate_of_a_batch_is_each_photo_alone() -> None:
 
 @pytest.fixture(scope="module")
 def pose_model():
+    from atelier.methods.cfld.model import PoseModel, PoseModelConfig
     from atelier.methods.cfld.network import CFLD, tiny_cfld_config
-    from atelier.methods.cfld.sample import PoseModel, PoseModelConfig
 
     torch.manual_seed(0)
     components = build_tiny_components()

@@ -19,6 +19,8 @@ import torch
 from atelier.commands.generate import add_speed_arguments, speed_from_args
 from atelier.diffusion.components import build_tiny_components, freeze
 from atelier.diffusion.encode import TEXT_CACHE_SIZE, encode_prompts
+from atelier.diffusion.image_adapter import attach_image_adapter, tiny_image_encoder
+from atelier.diffusion.img2img import translate
 from atelier.diffusion.lora import (
     TEXT_ENCODER_TARGETS,
     UNET_TARGETS,
@@ -37,8 +39,6 @@ from atelier.diffusion.speed import (
 )
 from atelier.diffusion.text2img import generate
 from atelier.errors import UserError
-from atelier.methods.style.image_adapter import attach_image_adapter, tiny_image_encoder
-from atelier.methods.style.sample import translate
 
 PLAIN = SpeedConfig.plain()
 PROMPTS = ["a red striped dress", "a blue coat"]
@@ -145,8 +145,9 @@ def test_image_adapter_keeps_its_processors_and_scale_through_both_paths() -> No
 
 
 def test_pose_model_keeps_cfld_query_bias_and_matches() -> None:
+    from atelier.methods.cfld.model import PoseModel, PoseModelConfig, apply_speed_to_pose_model
     from atelier.methods.cfld.network import CFLD, tiny_cfld_config
-    from atelier.methods.cfld.sample import PoseModel, PoseModelConfig, apply_speed_to_pose_model, transfer
+    from atelier.methods.cfld.sample import transfer
 
     generator = torch.Generator().manual_seed(0)
     source, pose = torch.rand(2, 3, 64, 48, generator=generator) * 2 - 1, torch.rand(2, 21, 64, 48, generator=generator)
@@ -167,7 +168,8 @@ def test_pose_model_keeps_cfld_query_bias_and_matches() -> None:
 
 
 def test_illustrator_fuses_its_lora_weights_and_refuses_others() -> None:
-    from atelier.methods.unidllora.sample import Illustrator, apply_speed_to_illustrator, illustrate
+    from atelier.methods.unidllora.model import Illustrator, apply_speed_to_illustrator
+    from atelier.methods.unidllora.sample import illustrate
     from atelier.methods.unidllora.sketch import xdog_sketch
     from atelier.methods.unidllora.uni_adapter import UniAdapter
     from tests.helpers import randomised_dual_lora_model

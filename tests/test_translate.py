@@ -12,11 +12,11 @@ from PIL import Image
 
 from atelier.diffusion.components import build_tiny_components, freeze
 from atelier.diffusion.encode import encode_images
+from atelier.diffusion.image_adapter import attach_image_adapter, tiny_image_encoder
+from atelier.diffusion.img2img import translate
 from atelier.diffusion.lora import add_lora, lora_parameters, save_lora
 from atelier.diffusion.sampling import decode_latents
 from atelier.errors import UserError
-from atelier.methods.style.image_adapter import attach_image_adapter, tiny_image_encoder
-from atelier.methods.style.sample import translate
 from atelier.utils.images import tensor_to_pil
 from tests.helpers import run_command
 

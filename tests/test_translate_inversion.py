@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from atelier.diffusion.encode import encode_images
+from atelier.diffusion.img2img import translate
 from atelier.diffusion.lora import add_lora, fuse_lora, lora_disabled, lora_parameters
 from atelier.errors import UserError
-from atelier.methods.style.sample import translate
 from atelier.utils.images import tensor_to_pil
 from tests.helpers import run_command
 from tests.test_translate import frozen_tiny, model_and_lora, random_images  # noqa: F401 (fixture)

@@ -106,7 +106,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from atelier.diffusion.text2img import generate
     from atelier.errors import UserError
-    from atelier.methods.style.sample import load_style_model
+    from atelier.methods.style.model import load_style_model
     from atelier.utils.images import make_grid
     from atelier.utils.io import prepare_out_dir, save_image
 

@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     from atelier.commands.translate import collect_inputs, convert_in_batches, pending
     from atelier.errors import UserError
     from atelier.methods.unidllora.dual_lora import parse_weights
-    from atelier.methods.unidllora.sample import illustrate, load_illustrator
+    from atelier.methods.unidllora.model import load_illustrator
+    from atelier.methods.unidllora.sample import illustrate
     from atelier.methods.unidllora.uni_adapter import BRANCHES
     from atelier.utils.images import make_grid
     from atelier.utils.io import save_image

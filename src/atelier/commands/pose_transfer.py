@@ -120,7 +120,7 @@ def _test_set(args: argparse.Namespace, model) -> tuple[list[str], list[list]]:
 
 def run(args: argparse.Namespace) -> int:
     from atelier.commands.generate import speed_from_args, write_settings
-    from atelier.methods.cfld.sample import load_pose_model
+    from atelier.methods.cfld.model import load_pose_model
     from atelier.utils.images import make_grid
     from atelier.utils.io import save_image
 

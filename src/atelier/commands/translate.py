@@ -125,8 +125,9 @@ def default_prompt(lora: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from atelier.diffusion.img2img import translate
     from atelier.errors import UserError
-    from atelier.methods.style.sample import load_style_model, translate
+    from atelier.methods.style.model import load_style_model
     from atelier.utils.images import make_grid
     from atelier.utils.io import save_image
 

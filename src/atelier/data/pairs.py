@@ -1,6 +1,6 @@
 """Pose-transfer pairs on the real layouts (DeepFashion In-shop as CFLD/PIDM/DPTN use it, Market-1501 as PATN does).
 
-Layouts (REFERENCE section 2):
+Layouts (docs/data-formats.md):
     deepfashion  {split}_highres/ (or {split}_256x176/), fasion-resize-{pairs,annotation}-{split}.csv, keypoints in
                  the 256x176 frame; read by `atelier.data.formats.deepfashion.load_split` (FashionSynth's
                  `deepfashion/` folder is this layout).

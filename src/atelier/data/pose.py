@@ -29,7 +29,7 @@ KEYPOINT_NAMES: tuple[str, ...] = (
     "right_eye", "left_eye", "right_ear", "left_ear",
 )  # fmt: skip
 
-# The 17 limbs of the OpenPose body model as drawn by the pose-guided synthesis papers (REFERENCE section 2).
+# The 17 limbs of the OpenPose body model as drawn by the pose-guided synthesis papers (docs/data-formats.md).
 BONES: tuple[tuple[int, int], ...] = (
     (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10),
     (1, 11), (11, 12), (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17),

@@ -109,8 +109,10 @@ def translations(ctx: DemoContext, base: Path, style_lora: Path, checkpoint: Pat
                  prompts: list[str]) -> tuple[dict[str, list[Image.Image]], torch.Tensor, list[Image.Image]]:
     """Held-out photos by the style LoRA (its own recipe) and by Uni-DlLoRA with and without adapters; the sketches;
     the photos through the VAE alone (strength 0), the most any latent-space method can keep of them."""
-    from atelier.methods.style.sample import load_style_model, translate
-    from atelier.methods.unidllora.sample import illustrate, load_illustrator
+    from atelier.diffusion.img2img import translate
+    from atelier.methods.style.model import load_style_model
+    from atelier.methods.unidllora.model import load_illustrator
+    from atelier.methods.unidllora.sample import illustrate
 
     style_settings = dict(TRANSLATE, steps=ctx.steps(TRANSLATE["steps"], 10), show_progress=False)
     paper = dict(PAPER, steps=ctx.steps(PAPER["steps"], 10), show_progress=False)

@@ -145,7 +145,7 @@ def run_pose(ctx: DemoContext) -> Section:
     """Train (or reuse) the tiny CFLD, transfer every test pair, score it and both baselines with the cfld protocol."""
     import yaml
 
-    from atelier.methods.cfld.sample import load_pose_model
+    from atelier.methods.cfld.model import load_pose_model
     from atelier.metrics.evaluate import evaluate
 
     run, cfg = ensure_pose_run(ctx)

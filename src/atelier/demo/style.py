@@ -109,8 +109,9 @@ def translations(ctx: DemoContext, base: Path, lora: Path, adapter: Path, photos
                  prompts: list[str]) -> tuple[dict[str, list[Image.Image]], dict[float, list[Image.Image]]]:
     """Every variant of the closeness table (SDEdit and inversion, without/with the LoRA, ...) and the inversion
     strength sweep with the LoRA."""
+    from atelier.diffusion.img2img import translate
     from atelier.diffusion.speed import SpeedConfig
-    from atelier.methods.style.sample import load_style_model, translate
+    from atelier.methods.style.model import load_style_model
 
     plain, _ = load_style_model(str(base))
     # unfused: the inversion runs the base model with the LoRA switched off

@@ -1,6 +1,6 @@
 """Inference speed features for the sampling pipelines, each switchable; `SpeedConfig.plain()` is the reference path.
 
-The recipe is diffusion-fast's (REFERENCE section 4: bf16, SDPA, fused QKV, channels-last, torch.compile), applied
+The recipe is diffusion-fast's (docs/speed.md: bf16, SDPA, fused QKV, channels-last, torch.compile), applied
 module by module so our own attention processors survive it:
 - dtype: weights in bf16 (fp16) on CUDA; the pipelines keep latents and all scheduler math in fp32 and cast only the
   model inputs, so a lower precision changes the network's rounding, never the sampler's.

@@ -1,4 +1,4 @@
-"""Captioned image folders, the three layouts the ecosystem uses (REFERENCE section 2, "Style folders").
+"""Captioned image folders, the three layouts the ecosystem uses (docs/data-formats.md, "Style folders").
 
 Captions come, in order of precedence, from:
 1. `metadata.jsonl` at the root, one JSON object per line with `file_name` (relative to the root) and `text`

@@ -1,6 +1,6 @@
 """Readers for DeepFashion In-shop as laid out by the pose-guided synthesis papers (PATN, PIDM, CFLD).
 
-Layout under a root folder (REFERENCE section 2):
+Layout under a root folder (docs/data-formats.md):
     train_highres/, test_highres/          images with flattened names (see flatten_name)
     train.lst, test.lst                    one image name per line
     fasion-resize-pairs-{train,test}.csv   header `from,to` (the historical spelling "fasion"; "fashion" accepted too)

@@ -28,8 +28,8 @@ from atelier.diffusion.components import SDComponents, freeze, load_components
 from atelier.diffusion.encode import encode_images
 from atelier.diffusion.sampling import SchedulerName
 from atelier.errors import UserError
+from atelier.methods.cfld.model import PoseModel, PoseModelConfig, build_cfld, check_sizes, save_pose_model
 from atelier.methods.cfld.network import CFLDConfig
-from atelier.methods.cfld.sample import PoseModel, PoseModelConfig, build_cfld, check_sizes, save_pose_model
 from atelier.training.losses import DiffusionLossConfig, denoising_loss, sample_latents
 from atelier.utils.progress import progress
 

@@ -1,6 +1,6 @@
 """Task `style-lora`: a LoRA (Hu et al. 2021) on the UNet's attention learns a style from a captioned folder.
 
-The Diffusion-LoRA-Style-Transfer recipe (REFERENCE section 1): captions prefixed with an identifier
+The Diffusion-LoRA-Style-Transfer recipe (docs/style.md): captions prefixed with an identifier
 (`data.caption_prefix`, "A Monet painting, "), LoRA r 8 / alpha 16 / dropout 0 on to_q, to_k, to_v, to_out.0,
 timesteps drawn in [0, 1000 x `loss.train_strength`). Only the LoRA trains; the base UNet, VAE and text encoder are
 frozen. As in Text2ImgTask, VAE latents (of each image and its flip) and caption embeddings are computed once and

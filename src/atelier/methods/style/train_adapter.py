@@ -24,8 +24,8 @@ from atelier.config import ModelConfig, TrainConfig
 from atelier.data.transforms import load_image_tensor
 from atelier.diffusion.components import SDComponents, freeze, load_components
 from atelier.diffusion.encode import encode_images, encode_prompts
+from atelier.diffusion.image_adapter import attach_image_adapter, load_image_adapter, tiny_image_encoder
 from atelier.errors import UserError
-from atelier.methods.style.image_adapter import attach_image_adapter, load_image_adapter, tiny_image_encoder
 from atelier.training.losses import DiffusionLossConfig, denoising_loss, sample_latents
 from atelier.training.tasks.autoencoder import ImageFolderConfig, list_images
 from atelier.utils.progress import progress
@@ -124,7 +124,7 @@ class ImageAdapterTask:
 
     def sample(self, folder: Path, step: int) -> None:
         """Image variations (strength 1: from noise, conditioned only on the image): inputs on top, samples below."""
-        from atelier.methods.style.sample import translate
+        from atelier.diffusion.img2img import translate
         from atelier.utils.images import make_grid, tensor_to_pil
         from atelier.utils.io import save_image
 

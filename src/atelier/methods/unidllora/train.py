@@ -223,7 +223,8 @@ class DualLoraTask:
 
     def sample(self, folder: Path, step: int) -> None:
         """Training photos translated with the paper's settings: photo / sketch / translation / true illustration rows."""
-        from atelier.methods.unidllora.sample import Illustrator, illustrate
+        from atelier.methods.unidllora.model import Illustrator
+        from atelier.methods.unidllora.sample import illustrate
         from atelier.utils.images import make_grid, tensor_to_pil
         from atelier.utils.io import save_image
 

@@ -1,6 +1,7 @@
-"""Style transfer with a style LoRA: SDEdit img2img (Meng et al. 2021) plus IP-Adapter image conditioning.
+"""Image-to-image sampling for every method: SDEdit (Meng et al. 2021) or DDIM inversion, plus IP-Adapter image
+conditioning; the style method's translation and Uni-DlLoRA's illustration both run it.
 
-The Diffusion-LoRA-Style-Transfer recipe (REFERENCE section 1): the photo's latents are noised to the `strength`
+The Diffusion-LoRA-Style-Transfer recipe (docs/style.md): the photo's latents are noised to the `strength`
 point of the schedule (the scheduler's `add_noise`; `img2img_timesteps` picks the last `strength` share of the steps,
 so strength 0 returns the input through the VAE and 1 ignores it) and denoised by the UNet with the style LoRA,
 prompted with the LoRA's identifier; an image adapter fed the same photo (`image_cond_scale`) keeps its details.
@@ -25,6 +26,7 @@ from PIL import Image
 
 from atelier.diffusion.components import SDComponents
 from atelier.diffusion.encode import encode_images, encode_prompts
+from atelier.diffusion.image_adapter import ImageAdapter
 from atelier.diffusion.sampling import (
     SchedulerName,
     Seeds,
@@ -37,9 +39,7 @@ from atelier.diffusion.sampling import (
     make_scheduler,
     randn_per_image,
 )
-from atelier.diffusion.speed import SpeedConfig, apply_speed, cast, set_encoder_attention
 from atelier.errors import UserError
-from atelier.methods.style.image_adapter import ImageAdapter
 from atelier.utils.images import tensor_to_pil
 
 logger = logging.getLogger(__name__)
@@ -49,30 +49,6 @@ logger = logging.getLogger(__name__)
 class TranslateOutput:
     images: list[Image.Image]
     latents: torch.Tensor
-
-
-def load_style_model(base: str, lora: str | None = None, lora_scale: float = 1.0, image_adapter: str | None = None,
-                     device: str | torch.device | None = None,
-                     speed: SpeedConfig | None = None) -> tuple[SDComponents, ImageAdapter | None]:
-    """Base SD 1.x components with a style LoRA (diffusers or PEFT format) and an image adapter attached, made fast by
-    `speed` (default `SpeedConfig()`: the LoRA fused in, bf16 on CUDA, ...; `SpeedConfig.plain()` is the reference)."""
-    from atelier.diffusion.components import freeze, load_components
-    from atelier.diffusion.lora import load_lora
-    from atelier.methods.style.image_adapter import load_image_adapter
-
-    speed = speed or SpeedConfig()
-    components = load_components(base)
-    freeze(components.unet, components.vae, components.text_encoder)
-    if lora:
-        load_lora(components.unet, components.text_encoder, lora, scale=lora_scale)
-    adapter = load_image_adapter(image_adapter, components.unet) if image_adapter else None
-    apply_speed(components, speed, device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if adapter is not None:
-        param = next(components.unet.parameters())
-        set_encoder_attention(adapter.image_encoder, speed.sdpa)
-        adapter.image_encoder.to(param.device)
-        cast(adapter.image_encoder, param.dtype)
-    return components, adapter
 
 
 @torch.no_grad()
