@@ -71,7 +71,7 @@ def time_training(task, cfg, device: str, steps: int) -> float:
         started = time.perf_counter()
         with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype is not None):
             batch = [i % task.num_examples() for i in range(step * cfg.train.batch_size, (step + 1) * cfg.train.batch_size)]
-            loss = task.training_loss(task.collate(batch), generator)
+            loss = task.training_loss(task.collate(batch), generator, step)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

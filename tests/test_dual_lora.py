@@ -173,7 +173,8 @@ def test_training_alternates_domains_and_resumes_exactly(synth_root, tmp_path) -
     assert all(torch.equal(v, before["real"][k]) for k, v in after["real"].items())
     assert any(not torch.equal(v, before["illustration"][k]) for k, v in after["illustration"].items())
     assert any(not torch.equal(p, q) for p, q in zip(task.uni.adapter.parameters(), adapter_before))
-    assert task.current_domain() == "real"
+    assert [task.domain_at(step) for step in range(3)] == ["illustration", "real", "illustration"]
+    assert not any("schedule" in name for name in task.trainable_state_dict())  # the step comes from the loop
 
     straight = DualLoraTask(cfg, components=build_tiny_components())
     train(straight, cfg.train, tmp_path / "straight", config=cfg)

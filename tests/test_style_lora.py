@@ -104,7 +104,7 @@ def test_train_strength_bounds_timesteps(tmp_path: Path) -> None:
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for _ in range(8):
-            task.training_loss(torch.arange(8), generator)
+            task.training_loss(torch.arange(8), generator, 0)
     timesteps = torch.cat(seen)
     assert timesteps.max() < 250 and timesteps.min() >= 0
     assert timesteps.max() > 150  # the whole allowed range is used

@@ -38,7 +38,7 @@ def style_root(tmp_path_factory) -> Path:
 
 def loss_and_grads(task: StyleLoraTask, seed: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One training loss on a fixed batch and the LoRA gradients it gives."""
-    loss = task.training_loss(torch.arange(4), torch.Generator().manual_seed(seed))
+    loss = task.training_loss(torch.arange(4), torch.Generator().manual_seed(seed), 0)
     loss.backward()
     return loss.detach(), {name: param.grad.clone() for name, param in task.trainable_state_dict().items()}
 
@@ -180,8 +180,10 @@ def test_cached_latents_and_text_equal_encoding_every_step(style_root: Path) -> 
                           for i in batch.tolist()])
     images = torch.where((batch >= items).view(-1, 1, 1, 1), images.flip(-1), images)
     mean, std = encode_images(task.components.vae, images)
-    assert torch.allclose(task.latent_mean[batch], mean, atol=1e-6) and torch.allclose(task.latent_std[batch], std, atol=1e-6)
-    captions = [task.unique_captions[i] for i in task.caption_index[batch].tolist()]
+    latents = task.latents[batch]
+    assert torch.allclose(latents.mean, mean, atol=1e-6) and torch.allclose(latents.std, std, atol=1e-6)
+    rows = task.captions.index[batch]
+    captions = [task.captions.distinct[i] for i in rows.tolist()]
     assert all(c.startswith("an illustration, ") for c in captions)
     text = encode_prompts(task.components.tokenizer, task.components.text_encoder, captions)
-    assert torch.allclose(task.batch_text(task.caption_index[batch]), text, atol=1e-6)
+    assert torch.allclose(task.captions.text(rows, task.components.text_encoder), text, atol=1e-6)

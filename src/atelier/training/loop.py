@@ -1,9 +1,10 @@
 """The one training loop (read it top to bottom, like nanoGPT's train.py).
 
-A task (atelier.training.tasks.*) owns its models, data and loss; this loop owns everything else: data order,
-gradient accumulation, mixed precision, clipping, learning-rate schedule, EMA, logging, checkpoints and resume,
-periodic samples. Resume is exact: data order and noise are functions of (seed, step), so a run killed and resumed
-ends with the same weights as one that never stopped.
+A task (atelier.training.tasks.*, atelier.methods.*.train, each built on atelier.training.base.TaskBase) owns its
+models, data and loss; this loop owns everything else: data order, gradient accumulation, mixed precision, clipping,
+learning-rate schedule, EMA, logging, checkpoints and resume, periodic samples. Resume is exact: data order and noise
+are functions of (seed, step), and the step reaches the task's loss, so a run killed and resumed ends with the same
+weights as one that never stopped.
 
 Speed, each feature a TrainConfig switch (README, "Training speed"): the fused Adam/AdamW kernel (on by default where
 the device supports it); gradient checkpointing, channels-last memory order and torch.compile of the task's per-step
@@ -47,7 +48,10 @@ class TrainingTask(Protocol):
         """The model(s) that run forward and backward every step (what checkpointing, channels-last, compile act on)."""
         ...
 
-    def training_loss(self, batch: Any, generator: torch.Generator) -> torch.Tensor: ...
+    def training_loss(self, batch: Any, generator: torch.Generator, step: int) -> torch.Tensor:
+        """The loss of one micro-batch of optimizer step `step` (0-based): what a task that changes with the step (the
+        dual LoRA's domain) reads, instead of counting calls, which a resumed run would not replay."""
+        ...
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]: ...
 
@@ -199,7 +203,10 @@ def _save_checkpoint(run_dir: Path, step: int, task: TrainingTask, optimizer, sc
 def _load_checkpoint(folder: Path, task: TrainingTask, optimizer, scaler, ema: dict | None) -> int:
     from safetensors.torch import load_file
 
-    task.load_trainable_state_dict(load_file(str(folder / "trainable.safetensors")))
+    try:
+        task.load_trainable_state_dict(load_file(str(folder / "trainable.safetensors")))
+    except UserError as error:  # say which checkpoint
+        raise UserError(f"{folder / 'trainable.safetensors'}: {error}") from None
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu"))
     if scaler is not None and (folder / "grad_scaler.pt").exists():
         scaler.load_state_dict(torch.load(folder / "grad_scaler.pt", weights_only=True))
@@ -268,7 +275,7 @@ def train(task: TrainingTask, cfg: TrainConfig, run_dir: str | Path, *, resume: 
             torch.manual_seed(seed)  # dropout and any other global-RNG use are a function of the step too
             generator = torch.Generator(device=accelerator.device).manual_seed(seed)
             with accelerator.autocast():
-                loss = task.training_loss(task.collate(indices), generator) / cfg.gradient_accumulation
+                loss = task.training_loss(task.collate(indices), generator, step) / cfg.gradient_accumulation
             accelerator.backward(loss)
             loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
         if world > 1:

@@ -24,13 +24,14 @@ import torch
 
 from atelier.config import ModelConfig, TrainConfig
 from atelier.data.pairs import PosePairs, load_pairs
-from atelier.diffusion.components import SDComponents, freeze, load_components
-from atelier.diffusion.encode import encode_images
+from atelier.diffusion.components import SDComponents
 from atelier.diffusion.sampling import SchedulerName
 from atelier.errors import UserError
 from atelier.methods.cfld.model import PoseModel, PoseModelConfig, build_cfld, check_sizes, save_pose_model
 from atelier.methods.cfld.network import CFLDConfig
-from atelier.training.losses import DiffusionLossConfig, denoising_loss, sample_latents
+from atelier.training.base import TaskBase
+from atelier.training.cache import Latents, encode_latents
+from atelier.training.losses import DiffusionLossConfig, denoising_loss
 from atelier.utils.progress import progress
 
 logger = logging.getLogger(__name__)
@@ -86,39 +87,33 @@ class PoseConfig:
 
 @dataclass
 class ImageRows:
-    """Per-image tensors of a batch: VAE posterior mean/std (scaled), appearance image, pose map."""
+    """Per-image tensors of a batch: VAE posterior (scaled), appearance image, pose map."""
 
-    mean: torch.Tensor
-    std: torch.Tensor
+    latents: Latents
     appearance: torch.Tensor
     pose: torch.Tensor
 
     def __getitem__(self, rows: torch.Tensor) -> "ImageRows":
-        return ImageRows(self.mean[rows], self.std[rows], self.appearance[rows], self.pose[rows])
+        return ImageRows(self.latents[rows], self.appearance[rows], self.pose[rows])
 
 
-class PoseTask:
+class PoseTask(TaskBase):
     """CFLD on pairs: self-reconstruction and transfer in one batch, denoising loss through the shared loop."""
 
     def __init__(self, cfg: PoseConfig, components: SDComponents | None = None, device: str | torch.device | None = None):
-        from accelerate import PartialState
-
-        self.cfg = cfg
-        self.device = torch.device(device) if device else PartialState().device  # this rank's GPU under accelerate launch
         if not cfg.data.root:
             raise UserError("data.root is empty: set it to a DeepFashion or Market-1501 folder (e.g. FashionSynth's deepfashion/)")
         if not 0.0 <= cfg.null_prompt_dropout < 1.0:
             raise UserError(f"null_prompt_dropout {cfg.null_prompt_dropout}: expected a share in [0, 1)")
-        components = components or load_components(cfg.model.base, cfg.model.revision)
+        super().__init__(cfg, components, device, frozen=("vae",), on_device=("vae",))  # the UNet becomes CFLD's
         split = load_pairs(cfg.data.root, "train", cfg.data.layout)
         model_config = cfg.model_config()
         model_config.frame = split.frame_hw
         torch.manual_seed(cfg.train.seed)  # the new parts' initial weights are a function of the seed
+        components = self.components
         self.model = PoseModel(build_cfld(model_config, components.unet), components.vae, components.scheduler, model_config)
         self.latent_hw = check_sizes(model_config, self.model.latent_scale)
         self.cfld = self.model.cfld.to(self.device).train()
-        self.model.vae.to(self.device)
-        freeze(self.model.vae)
         data = cfg.data
         self.pairs = PosePairs(split, data.image_size, data.appearance_size, data.pose_size, data.max_pairs)
         self.cache = self._rows(self.pairs.names()) if data.cache else None
@@ -131,11 +126,12 @@ class PoseTask:
         for start in progress(range(0, len(names), batch_size), desc="encode pairs", enabled=len(names) > batch_size):
             chunk = names[start : start + batch_size]
             images = torch.stack([self.pairs.image(name, self.pairs.image_hw) for name in chunk])
-            mean, std = encode_images(self.model.vae, images.to(self.device))
+            latents = encode_latents(self.model.vae, images.to(self.device))
             appearance = torch.stack([self.pairs.image(name, self.pairs.appearance_hw) for name in chunk])
             pose = torch.stack([self.pairs.pose_map(name) for name in chunk])
-            parts.append(ImageRows(mean, std, appearance.to(self.device), pose.to(self.device)))
-        return ImageRows(*(torch.cat([getattr(p, key) for p in parts]) for key in ("mean", "std", "appearance", "pose")))
+            parts.append(ImageRows(latents, appearance.to(self.device), pose.to(self.device)))
+        return ImageRows(Latents.cat([part.latents for part in parts]), torch.cat([part.appearance for part in parts]),
+                         torch.cat([part.pose for part in parts]))
 
     # --- the loop's interface -------------------------------------------------------------------------------------
     def num_examples(self) -> int:
@@ -150,17 +146,14 @@ class PoseTask:
         rows = torch.tensor([self.cache_index[name] for name in sources + targets], device=self.device)
         return self.cache[rows[: len(indices)]], self.cache[rows[len(indices) :]]
 
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.cfld.parameters() if p.requires_grad]
-
     def step_modules(self) -> list[torch.nn.Module]:
         return [self.cfld]
 
-    def training_loss(self, batch: tuple[ImageRows, ImageRows], generator: torch.Generator) -> torch.Tensor:
+    def training_loss(self, batch: tuple[ImageRows, ImageRows], generator: torch.Generator, step: int) -> torch.Tensor:
         source, target = batch
-        pairs = len(source.mean)
+        pairs = len(source.latents)
         # self-reconstruction (source from its own pose) and transfer (target from the target's pose), one batch
-        latents = sample_latents(torch.cat([source.mean, target.mean]), torch.cat([source.std, target.std]), generator)
+        latents = Latents.cat([source.latents, target.latents]).sample(generator)
         appearance = source.appearance
         if self.cfg.data.flip_appearance:
             flip = torch.rand(pairs, generator=generator, device=self.device) < 0.5
@@ -173,12 +166,6 @@ class PoseTask:
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return {name: p for name, p in self.cfld.named_parameters() if p.requires_grad}
-
-    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        with torch.no_grad():
-            for name, param in self.cfld.named_parameters():
-                if name in state:
-                    param.copy_(state[name])
 
     def save_outputs(self, folder: Path) -> None:
         save_pose_model(self.model, folder)

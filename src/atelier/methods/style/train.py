@@ -23,9 +23,9 @@ import torch
 
 from atelier.config import ModelConfig, TrainConfig
 from atelier.data.transforms import open_rgb, resize_image
-from atelier.diffusion.encode import encode_images
 from atelier.diffusion.lora import LoraSettings, add_lora, lora_parameters, save_lora
-from atelier.training.losses import DiffusionLossConfig, sample_latents
+from atelier.training.cache import encode_latents
+from atelier.training.losses import DiffusionLossConfig
 from atelier.training.tasks.text2img import CaptionedDataConfig, SampleConfig, Text2ImgTask
 from atelier.utils.images import pil_to_tensor
 from atelier.utils.progress import progress
@@ -79,8 +79,7 @@ class StyleLoraTask(Text2ImgTask):
         for index in batch.tolist():  # indices >= count are the flipped copies (as with cached latents)
             image = pil_to_tensor(resize_image(self.originals[index % count], self.cfg.data.resolution, "random", crop_generator))
             crops.append(image.flip(-1) if index >= count else image)
-        mean, std = encode_images(self.components.vae, torch.stack(crops))
-        return sample_latents(mean, std, generator)
+        return encode_latents(self.components.vae, torch.stack(crops)).sample(generator)
 
     # --- the loop's interface: only LoRA weights train and are checkpointed ---------------------------------------
     def _models(self) -> dict[str, torch.nn.Module]:
@@ -92,12 +91,6 @@ class StyleLoraTask(Text2ImgTask):
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return {f"{part}.{name}": param for part, model in self._models().items()
                 for name, param in lora_parameters(model).items()}
-
-    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        params = self.trainable_state_dict()
-        with torch.no_grad():
-            for name, value in state.items():
-                params[name].copy_(value)
 
     def save_outputs(self, folder: Path) -> None:
         save_lora(folder, self.components.unet, self.components.text_encoder if self.cfg.lora.text_encoder else None)

@@ -21,14 +21,14 @@ from typing import Literal
 import torch
 
 from atelier.config import ModelConfig, TrainConfig
-from atelier.data.transforms import load_image_tensor
-from atelier.diffusion.components import SDComponents, freeze, load_components
-from atelier.diffusion.encode import encode_images, encode_prompts
+from atelier.diffusion.components import SDComponents, freeze
+from atelier.diffusion.encode import encode_prompts
 from atelier.diffusion.image_adapter import attach_image_adapter, load_image_adapter, tiny_image_encoder
 from atelier.errors import UserError
-from atelier.training.losses import DiffusionLossConfig, denoising_loss, sample_latents
+from atelier.training.base import TaskBase
+from atelier.training.cache import encode_latents, load_images
+from atelier.training.losses import DiffusionLossConfig, denoising_loss
 from atelier.training.tasks.autoencoder import ImageFolderConfig, list_images
-from atelier.utils.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -66,15 +66,11 @@ def _image_encoder(source: str):
     return CLIPVisionModelWithProjection.from_pretrained(source)
 
 
-class ImageAdapterTask:
+class ImageAdapterTask(TaskBase):
     """Denoising conditioned on each image's own embedding; only the adapter's layers train."""
 
     def __init__(self, cfg: ImageAdapterConfig, components: SDComponents | None = None, device: str | torch.device | None = None):
-        self.cfg = cfg
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.components = components or load_components(cfg.model.base, cfg.model.revision)
-        self.components.to(self.device)
-        freeze(self.components.unet, self.components.vae, self.components.text_encoder)
+        super().__init__(cfg, components, device, frozen=("unet", "vae", "text_encoder"))
         if cfg.init_from:
             self.adapter = load_image_adapter(cfg.init_from, self.components.unet)
         else:
@@ -83,28 +79,18 @@ class ImageAdapterTask:
         freeze(self.adapter.image_encoder)
         for param in self.adapter.parameters().values():
             param.requires_grad_(True)
-        files = list_images(cfg.data.roots)[: cfg.data.max_images]
-        images = torch.stack([load_image_tensor(f, cfg.data.resolution, cfg.data.crop) for f in progress(files, desc="load images")])
-        self.latent_mean, self.latent_std = encode_images(self.components.vae, images)
+        images = load_images(list_images(cfg.data.roots)[: cfg.data.max_images], cfg.data.resolution, cfg.data.crop)
+        self.latents = encode_latents(self.components.vae, images)
         self.image_embeds = torch.cat([self.adapter.embed(chunk) for chunk in images.split(64)])
         self.text_embedding = encode_prompts(self.components.tokenizer, self.components.text_encoder, [cfg.prompt], self.device)
         self.sample_images = images[: cfg.sample.count]
         logger.info("cached %d latents and image embeddings %s", len(images), tuple(self.image_embeds.shape[1:]))
 
     def num_examples(self) -> int:
-        return len(self.latent_mean)
+        return len(self.latents)
 
-    def collate(self, indices: list[int]) -> torch.Tensor:
-        return torch.tensor(indices, device=self.device)
-
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return list(self.adapter.parameters().values())
-
-    def step_modules(self) -> list[torch.nn.Module]:
-        return [self.components.unet]
-
-    def training_loss(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        latents = sample_latents(self.latent_mean[batch], self.latent_std[batch], generator)
+    def training_loss(self, batch: torch.Tensor, generator: torch.Generator, step: int) -> torch.Tensor:
+        latents = self.latents[batch].sample(generator)
         embeds = self.image_embeds[batch]
         if self.cfg.image_dropout:
             keep = torch.rand(len(batch), generator=generator, device=self.device) >= self.cfg.image_dropout
@@ -115,9 +101,6 @@ class ImageAdapterTask:
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return self.adapter.parameters()
-
-    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.adapter.load_state_dict(state, source="checkpoint")
 
     def save_outputs(self, folder: Path) -> None:
         self.adapter.save(folder)

@@ -7,7 +7,7 @@ projections (atelier.methods.unidllora.dual_lora); the Uni-adapter (two T2I-Adap
 Where the paper and released code are silent, these are the choices made here:
 - Alternation: optimizer steps cycle through `domain_order` (default illustration, real, illustration, ...); a step
   of domain D activates only D's LoRA and denoises D's latents (photo latents for `real`, illustration latents for
-  `illustration`). The cycle position is part of the checkpointed state (`schedule.micro_steps`), so resume is exact.
+  `illustration`). The domain is a function of the step the loop passes, so resume is exact.
 - The adapters see the photo and its sketch in both domains (what they see at inference), and train on every step
   with the active LoRA: they learn the content, the LoRAs the domain. Their weights split `adapter.scale` as at
   inference (0.5 / 0.5 by default).
@@ -29,9 +29,8 @@ from typing import Literal
 import torch
 
 from atelier.config import ModelConfig, TrainConfig, to_dict
-from atelier.data.transforms import load_image_tensor
-from atelier.diffusion.components import SDComponents, freeze, load_components
-from atelier.diffusion.encode import encode_images, encode_prompts
+from atelier.diffusion.components import SDComponents
+from atelier.diffusion.encode import encode_prompts
 from atelier.diffusion.lora import LoraSettings, lora_parameters
 from atelier.errors import UserError
 from atelier.methods.unidllora.dual_lora import (
@@ -49,14 +48,14 @@ from atelier.methods.unidllora.uni_adapter import (
     build_uni_adapter,
     load_uni_adapter,
 )
-from atelier.training.losses import DiffusionLossConfig, denoising_loss, sample_latents
+from atelier.training.base import TaskBase, filter_listed
+from atelier.training.cache import encode_latents, load_images
+from atelier.training.losses import DiffusionLossConfig, denoising_loss
 from atelier.utils.io import write_json
-from atelier.utils.progress import progress
 
 logger = logging.getLogger(__name__)
 
 SKETCH_FILE = "sketch.json"
-COUNTER = "schedule.micro_steps"
 
 
 @dataclass
@@ -105,9 +104,7 @@ def read_pairs(data: PairedDataConfig) -> list[tuple[Path, Path]]:
             raise UserError(f"{flag} {root!r} is not a folder; set it to the photo / illustration folder "
                             "(e.g. runs/demo/data/style/photo and runs/demo/data/style/illustration)")
     real, drawn = ({file.relative_to(root).with_suffix(""): file for file in list_images(Path(root))} for root in roots.values())
-    if data.list_file:
-        wanted = {Path(line.strip()).stem for line in Path(data.list_file).read_text().splitlines() if line.strip()}
-        real = {key: file for key, file in real.items() if key.name in wanted}
+    real = dict(filter_listed(real.items(), data.list_file, lambda pair: pair[1]))
     unmatched = sorted(str(key) for key in real if key not in drawn)
     if unmatched:
         raise UserError(f"{len(unmatched)} photos in {data.real_root} have no illustration of the same name in "
@@ -118,21 +115,19 @@ def read_pairs(data: PairedDataConfig) -> list[tuple[Path, Path]]:
     return pairs
 
 
-class DualLoraTask:
+class DualLoraTask(TaskBase):
     """Alternating real / illustration LoRA steps on a shared frozen UNet, with the Uni-adapter trained on every step."""
 
+    retired_keys = frozenset({"schedule.micro_steps"})  # older checkpoints' step counter (now the loop passes the step)
+
     def __init__(self, cfg: DualLoraConfig, components: SDComponents | None = None, device: str | torch.device | None = None):
-        self.cfg = cfg
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         unknown = [domain for domain in cfg.domain_order if domain not in DOMAINS]
         if unknown or not cfg.domain_order:
             raise UserError(f"domain_order {cfg.domain_order}: expected a non-empty list of {' and '.join(DOMAINS)}")
         if cfg.lora.text_encoder:
             raise UserError("lora.text_encoder: the dual LoRA covers the UNet only (the paper's setting); set it to false")
-        self.components = components or load_components(cfg.model.base, cfg.model.revision)
-        self.components.to(self.device)
+        super().__init__(cfg, components, device, frozen=("unet", "vae", "text_encoder"))
         unet = self.components.unet
-        freeze(unet, self.components.vae, self.components.text_encoder)
         init = {"illustration": cfg.init_illustration_lora} if cfg.init_illustration_lora else None
         add_dual_lora(unet, cfg.lora, seed=cfg.train.seed, init_from=init)
         unet.train()
@@ -143,19 +138,16 @@ class DualLoraTask:
             adapter = build_uni_adapter(unet, scale, cfg.adapter.num_res_blocks, seed=cfg.train.seed)
         self.uni = UniAdapter(adapter.to(self.device).train().requires_grad_(True), make_sketcher(cfg.sketch))
         self.weights = branch_weights(cfg.adapter.scale, cfg.adapter.weights)
-        self.micro_steps = torch.zeros((), device=self.device)  # position in the domain cycle, checkpointed
         self._cache()
 
     def _cache(self) -> None:
         """Encode every pair (and its flip) once: both domains' latents and the adapters' uint8 inputs."""
         data = self.cfg.data
         pairs = read_pairs(data)
-        photos = torch.stack([load_image_tensor(real, data.resolution) for real, _ in progress(pairs, desc="load photos")])
-        drawings = torch.stack([load_image_tensor(drawn, data.resolution) for _, drawn in progress(pairs, desc="load illustrations")])
-        if data.flip:
-            photos, drawings = torch.cat([photos, photos.flip(-1)]), torch.cat([drawings, drawings.flip(-1)])
+        photos = load_images([real for real, _ in pairs], data.resolution, flip=data.flip, desc="load photos")
+        drawings = load_images([drawn for _, drawn in pairs], data.resolution, flip=data.flip, desc="load illustrations")
         vae = self.components.vae
-        self.latents = {"real": encode_images(vae, photos), "illustration": encode_images(vae, drawings)}
+        self.latents = {"real": encode_latents(vae, photos), "illustration": encode_latents(vae, drawings)}
         inputs = [self.uni.inputs(chunk) for chunk in photos.split(32)]
         self.rgb = torch.cat([(rgb * 255).round().to(torch.uint8) for rgb, _ in inputs])
         self.sketch = torch.cat([(sketch * 255).round().to(torch.uint8) for _, sketch in inputs])
@@ -163,33 +155,21 @@ class DualLoraTask:
         self.text = encode_prompts(components.tokenizer, components.text_encoder, [self.cfg.prompt], self.device)
         self.sample_photos = photos[: self.cfg.sample.count]
         self.sample_truths = drawings[: self.cfg.sample.count]
-        logger.info("cached %d pairs: latents %s, adapter inputs %s", len(photos), tuple(self.latents["real"][0].shape[1:]),
+        logger.info("cached %d pairs: latents %s, adapter inputs %s", len(photos), tuple(self.latents["real"].mean.shape[1:]),
                     tuple(self.rgb.shape[1:]))
 
-    def current_domain(self) -> str:
-        """The domain of the current optimizer step (all its accumulation micro-steps share it)."""
-        step = int(self.micro_steps) // self.cfg.train.gradient_accumulation
+    def domain_at(self, step: int) -> str:
+        """The domain optimizer step `step` (0-based) trains; all its accumulation micro-steps share it."""
         return self.cfg.domain_order[step % len(self.cfg.domain_order)]
 
     # --- the loop's interface -------------------------------------------------------------------------------------
     def num_examples(self) -> int:
         return len(self.rgb)
 
-    def collate(self, indices: list[int]) -> torch.Tensor:
-        return torch.tensor(indices, device=self.device)
-
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return list(lora_parameters(self.components.unet).values()) + list(self.uni.adapter.parameters())
-
-    def step_modules(self) -> list[torch.nn.Module]:
-        return [self.components.unet]
-
-    def training_loss(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        domain = self.current_domain()
-        self.micro_steps += 1
+    def training_loss(self, batch: torch.Tensor, generator: torch.Generator, step: int) -> torch.Tensor:
+        domain = self.domain_at(step)
         set_domain_weights(self.components.unet, {domain: 1.0}, trainable=True)
-        mean, std = self.latents[domain]
-        latents = sample_latents(mean[batch], std[batch], generator)
+        latents = self.latents[domain][batch].sample(generator)
         rgb, sketch = self.rgb[batch].float() / 255, self.sketch[batch].float() / 255
         features = self.uni.features(rgb, sketch, self.weights)
         text = self.text.expand(len(batch), -1, -1)
@@ -199,16 +179,7 @@ class DualLoraTask:
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         lora = {f"unet.{name}": param for name, param in lora_parameters(self.components.unet).items()}
         adapter = {f"adapter.{name}": param for name, param in self.uni.adapter.named_parameters()}
-        return {**lora, **adapter, COUNTER: self.micro_steps}
-
-    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        current = self.trainable_state_dict()
-        unknown = sorted(set(state) - set(current))
-        if unknown:
-            raise UserError(f"checkpoint has {unknown[0]} that this dual-lora task lacks; resume with the config it was made with")
-        with torch.no_grad():
-            for name, value in state.items():
-                current[name].copy_(value)
+        return {**lora, **adapter}
 
     def save_outputs(self, folder: Path) -> None:
         save_dual_lora(folder / "lora", self.components.unet)

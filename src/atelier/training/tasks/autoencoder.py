@@ -19,10 +19,11 @@ import torch
 import torch.nn.functional as F
 
 from atelier.config import ModelConfig, TrainConfig
-from atelier.data.transforms import CropMode, load_image_tensor
-from atelier.diffusion.components import SDComponents, load_components
+from atelier.data.transforms import CropMode
+from atelier.diffusion.components import SDComponents
 from atelier.errors import UserError
-from atelier.utils.progress import progress
+from atelier.training.base import TaskBase
+from atelier.training.cache import load_images
 
 
 @dataclass
@@ -88,17 +89,14 @@ def initialise_vae(vae: torch.nn.Module, init: AutoencoderInitConfig) -> None:
         projection.bias[half:].fill_(init.posterior_logvar)
 
 
-class AutoencoderTask:
+class AutoencoderTask(TaskBase):
     """Reconstruction training of the VAE; the UNet and text encoder are untouched."""
 
     def __init__(self, cfg: AutoencoderConfig, components: SDComponents | None = None, device: str | torch.device | None = None):
-        self.cfg = cfg
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.components = components or load_components(cfg.model.base, cfg.model.revision)
-        self.vae = self.components.vae.to(self.device).train().requires_grad_(True)
+        super().__init__(cfg, components, device, frozen=("unet", "text_encoder"), on_device=("vae",))
+        self.vae = self.components.vae.train().requires_grad_(True)
         initialise_vae(self.vae, cfg.init)
-        files = list_images(cfg.data.roots)[: cfg.data.max_images]
-        self.images = torch.stack([load_image_tensor(f, cfg.data.resolution, cfg.data.crop) for f in progress(files, desc="load images")])
+        self.images = load_images(list_images(cfg.data.roots)[: cfg.data.max_images], cfg.data.resolution, cfg.data.crop)
 
     def num_examples(self) -> int:
         return len(self.images)
@@ -106,13 +104,10 @@ class AutoencoderTask:
     def collate(self, indices: list[int]) -> torch.Tensor:
         return self.images[indices].to(self.device)
 
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return list(self.vae.parameters())
-
     def step_modules(self) -> list[torch.nn.Module]:
         return [self.vae]
 
-    def training_loss(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def training_loss(self, batch: torch.Tensor, generator: torch.Generator, step: int) -> torch.Tensor:
         posterior = self.vae.encode(batch).latent_dist
         noise = torch.randn(posterior.mean.shape, generator=generator, device=batch.device)
         latents = posterior.mean + posterior.std * noise
@@ -122,9 +117,6 @@ class AutoencoderTask:
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return dict(self.vae.named_parameters())
-
-    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.vae.load_state_dict(state, strict=False)
 
     @torch.no_grad()
     def calibrate_scaling_factor(self) -> float:

@@ -1,7 +1,7 @@
 """Task `text2img`: train a UNet on a captioned image folder (the embedded default's base model; full fine-tune).
 
-VAE latents and text embeddings are computed once (the VAE and text encoder are frozen) and cached in memory; each
-step draws latents from the cached posteriors. Subclasses (style LoRA) change which parameters train.
+VAE latents and text embeddings are computed once (the VAE and text encoder are frozen) and cached in memory
+(atelier.training.cache); each step draws latents from the cached posteriors. Subclasses (style LoRA) change which parameters train.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from typing import Literal
 import torch
 
 from atelier.config import ModelConfig, TrainConfig
-from atelier.data.transforms import CropMode, load_image_tensor
-from atelier.diffusion.components import SDComponents, freeze, load_components
-from atelier.diffusion.encode import encode_images, encode_prompts
+from atelier.data.transforms import CropMode
+from atelier.diffusion.components import SDComponents
 from atelier.errors import UserError
-from atelier.training.losses import DiffusionLossConfig, denoising_loss, sample_latents
+from atelier.training.base import TaskBase, filter_listed
+from atelier.training.cache import cache_captions, encode_latents, load_images
+from atelier.training.losses import DiffusionLossConfig, denoising_loss
 from atelier.utils.io import save_image
-from atelier.utils.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +63,8 @@ def read_training_items(data: CaptionedDataConfig):
 
     if not data.root:
         raise UserError("data.root is empty: set it to a captioned image folder (e.g. data.root=runs/demo/data/style/illustration)")
-    items = read_captioned_folder(data.root, caption_prefix=data.caption_prefix)
-    if data.list_file:
-        wanted = {Path(line.strip()).stem for line in Path(data.list_file).read_text().splitlines() if line.strip()}
-        items = [item for item in items if Path(item.path).stem in wanted]
+    items = filter_listed(read_captioned_folder(data.root, caption_prefix=data.caption_prefix), data.list_file,
+                          lambda item: item.path)
     if data.max_images:
         items = items[: data.max_images]
     if not items:
@@ -74,20 +72,20 @@ def read_training_items(data: CaptionedDataConfig):
     return items
 
 
-class Text2ImgTask:
+class Text2ImgTask(TaskBase):
     """Denoising on cached latents of a captioned folder; the whole UNet trains."""
 
     def __init__(self, cfg: Text2ImgConfig, components: SDComponents | None = None, device: str | torch.device | None = None):
-        self.cfg = cfg
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.components = components or load_components(cfg.model.base, cfg.model.revision)
-        self.components.to(self.device)
-        freeze(self.components.vae, self.components.text_encoder)
+        super().__init__(cfg, components, device, frozen=("vae", "text_encoder"))
         self.items = read_training_items(cfg.data)
-        self._cache()
+        self._cache_images()
+        self.captions = cache_captions([item.caption for item in self.items], self.components.tokenizer,
+                                       self.components.text_encoder, self.device, copies=2 if cfg.data.flip else 1,
+                                       encoder_trains=self.text_encoder_trains())
         self.setup_trainable()
 
     def setup_trainable(self) -> None:
+        """Turn gradients on where this task trains: the whole UNet, and the text encoder when asked."""
         self.components.unet.requires_grad_(True).train()
         if self.text_encoder_trains():
             self.components.text_encoder.requires_grad_(True).train()
@@ -96,78 +94,35 @@ class Text2ImgTask:
         """Whether gradients reach the text encoder (then captions are encoded every step instead of cached)."""
         return getattr(self.cfg, "train_text_encoder", False)
 
-    def _cache(self) -> None:
-        """Encode every image (and its flip) and every caption once."""
-        self._cache_images()
-        self._cache_captions()
-
     def _cache_images(self) -> None:
+        """Encode every image (and its flip) once."""
         data = self.cfg.data
         if data.crop == "random":
             raise UserError("data.crop=random cannot be used with cached latents; use center or resize")
-        images = torch.stack([load_image_tensor(item.path, data.resolution, data.crop)
-                              for item in progress(self.items, desc="load images")])
-        if data.flip:
-            images = torch.cat([images, images.flip(-1)])
-        self.latent_mean, self.latent_std = encode_images(self.components.vae, images)
-        logger.info("cached %d latents %s", len(self.latent_mean), tuple(self.latent_mean.shape[1:]))
-
-    def _cache_captions(self) -> None:
-        """Embed each distinct caption (and the empty one) once; example i uses caption_index[i]."""
-        captions = [item.caption for item in self.items]
-        self.unique_captions = sorted(set(captions) | {""})
-        tokenizer = self.components.tokenizer
-        if self.text_encoder_trains():
-            self.token_ids = tokenizer(self.unique_captions, padding="max_length", max_length=tokenizer.model_max_length,
-                                       truncation=True, return_tensors="pt").input_ids.to(self.device)
-        else:
-            self.text_embeddings = encode_prompts(tokenizer, self.components.text_encoder, self.unique_captions, self.device)
-        self.empty_index = self.unique_captions.index("")
-        index = {caption: i for i, caption in enumerate(self.unique_captions)}
-        self.caption_index = torch.tensor([index[c] for c in captions] * (2 if self.cfg.data.flip else 1), device=self.device)
-        logger.info("cached %d caption embeddings", len(self.unique_captions))
+        images = load_images([item.path for item in self.items], data.resolution, data.crop, data.flip)
+        self.latents = encode_latents(self.components.vae, images)
+        logger.info("cached %d latents %s", len(self.latents), tuple(self.latents.mean.shape[1:]))
 
     def batch_latents(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Latents of the batch's examples: one draw from their cached VAE posteriors."""
-        return sample_latents(self.latent_mean[batch], self.latent_std[batch], generator)
-
-    def batch_text(self, text_index: torch.Tensor) -> torch.Tensor:
-        """Text embeddings of the given caption indices (cached, or encoded now when the text encoder trains)."""
-        if self.text_encoder_trains():
-            return self.components.text_encoder(self.token_ids[text_index])[0]
-        return self.text_embeddings[text_index]
+        return self.latents[batch].sample(generator)
 
     # --- the loop's interface -------------------------------------------------------------------------------------
     def num_examples(self) -> int:
-        return len(self.caption_index)
+        return len(self.captions.index)
 
-    def collate(self, indices: list[int]) -> torch.Tensor:
-        return torch.tensor(indices, device=self.device)
-
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return list(self.trainable_state_dict().values())
-
-    def step_modules(self) -> list[torch.nn.Module]:
-        return [self.components.unet]
-
-    def training_loss(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def training_loss(self, batch: torch.Tensor, generator: torch.Generator, step: int) -> torch.Tensor:
         latents = self.batch_latents(batch, generator)
-        text_index = self.caption_index[batch]
+        text_index = self.captions.index[batch]
         if self.cfg.data.caption_dropout:
             drop = torch.rand(len(batch), generator=generator, device=self.device) < self.cfg.data.caption_dropout
-            text_index = torch.where(drop, torch.full_like(text_index, self.empty_index), text_index)
-        return denoising_loss(self.components.unet, self.components.scheduler, latents, self.batch_text(text_index),
-                              generator, self.cfg.loss)
+            text_index = torch.where(drop, torch.full_like(text_index, self.captions.empty), text_index)
+        text = self.captions.text(text_index, self.components.text_encoder)
+        return denoising_loss(self.components.unet, self.components.scheduler, latents, text, generator, self.cfg.loss)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         parts = {"unet": self.components.unet, "text_encoder": self.components.text_encoder}
         return {f"{part}.{name}": p for part, model in parts.items() for name, p in model.named_parameters() if p.requires_grad}
-
-    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        params = self.trainable_state_dict()
-        with torch.no_grad():
-            for name, value in state.items():
-                params[name].copy_(value)
 
     def save_outputs(self, folder: Path) -> None:
         self.components.save(folder)
