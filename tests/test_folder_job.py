@@ -112,3 +112,18 @@ def test_scheduler_choices_are_the_sampling_modules() -> None:
 def test_building_the_parser_does_not_import_torch() -> None:
     code = "import sys; from atelier.cli import build_parser; build_parser(); assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": str(SRC)})
+
+
+def test_default_prompt_reads_a_style_lora_runs_config(tmp_path: Path) -> None:
+    from atelier.config import save_yaml
+    from atelier.methods.style.train import StyleLoraConfig
+    from atelier.training.tasks.text2img import CaptionedDataConfig
+
+    save_yaml(StyleLoraConfig(data=CaptionedDataConfig(caption_prefix="A Monet painting, ")), tmp_path / "config.yaml")
+    assert translate_command.default_prompt(str(tmp_path)) == "A Monet painting, "
+    assert translate_command.default_prompt(str(tmp_path / "no-run")) == ""
+    (tmp_path / "config.yaml").write_text("task: text2img\n")
+    assert translate_command.default_prompt(str(tmp_path)) == ""
+    (tmp_path / "config.yaml").write_text("task: style-lora\ndata:\n  caption_prefx: x\n")
+    with pytest.raises(UserError, match="--lora .*caption_prefx.*pass --prompt"):
+        translate_command.default_prompt(str(tmp_path))

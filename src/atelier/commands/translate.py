@@ -9,6 +9,7 @@ from pathlib import Path
 
 from atelier.commands._folder_job import SEED_HELP, add_job_arguments, has_folder, image_pairs, plan, require_positive
 from atelier.commands.generate import add_model_arguments, add_speed_arguments, size_hw, speed_from_args
+from atelier.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +49,20 @@ def add_parser(subparsers) -> None:
 
 def default_prompt(lora: str | None) -> str:
     """The identifier of an atelier style-lora run (LORA/config.yaml's data.caption_prefix), else the empty prompt."""
-    import yaml
+    from atelier.config import from_dict, read_yaml
+    from atelier.methods.style.train import StyleLoraConfig
 
-    config = Path(lora) / "config.yaml" if lora else None
-    if config is None or not config.is_file():
+    path = Path(lora) / "config.yaml" if lora else None
+    if path is None or not path.is_file():
         return ""
-    data = yaml.safe_load(config.read_text()) or {}
-    return str(data.get("data", {}).get("caption_prefix", "")) if data.get("task") == "style-lora" else ""
+    try:
+        data = read_yaml(path)
+        if data.get("task") != "style-lora":
+            return ""
+        return from_dict(StyleLoraConfig, data).data.caption_prefix
+    except UserError as error:
+        raise UserError(f"--lora {lora}: its run config could not be read for the default prompt ({error}); "
+                        "pass --prompt to give the prompt yourself") from None
 
 
 def run(args: argparse.Namespace) -> int:
