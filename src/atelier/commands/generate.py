@@ -6,7 +6,7 @@ import argparse
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 if TYPE_CHECKING:
     from atelier.diffusion.speed import SpeedConfig
@@ -27,10 +27,33 @@ def add_model_arguments(parser: argparse.ArgumentParser, seed_help: str) -> None
     parser.add_argument("--prompt", metavar="TEXT", help="prompt (include the LoRA's identifier, e.g. 'A Monet painting, ')")
     parser.add_argument("--negative-prompt", default="", metavar="TEXT", help="negative prompt (default empty)")
     parser.add_argument("--guidance-scale", type=float, default=7.5, metavar="S", help="classifier-free guidance (default 7.5)")
-    parser.add_argument("--scheduler", default="ddim", choices=["ddpm", "ddim", "euler", "dpm"], help="sampler (default ddim)")
+    add_scheduler_argument(parser, default="ddim")
     parser.add_argument("--seed", type=int, default=0, metavar="N", help=seed_help)
     parser.add_argument("--size", metavar="WxH", help="output size in pixels (default: the model's native size, e.g. 512x512)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+
+
+class _Schedulers:
+    """The --scheduler choices: atelier.diffusion.sampling.SCHEDULERS, looked up only when argparse checks a value or
+    prints help, because that module imports torch and building the parser (`atelier --help`) must not wait for it."""
+
+    def _names(self) -> tuple[str, ...]:
+        from atelier.diffusion.sampling import SCHEDULERS
+
+        return SCHEDULERS
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+
+def add_scheduler_argument(parser: argparse.ArgumentParser, default: str, why: str = "") -> None:
+    """--scheduler with the sampler names of atelier.diffusion.sampling as its choices; `why` follows the default."""
+    # an explicit metavar keeps argparse from listing the choices (and importing torch) while the parser is built
+    parser.add_argument("--scheduler", default=default, choices=_Schedulers(), metavar="NAME",
+                        help=f"sampler: %(choices)s (default {default}{why})")
 
 
 def add_speed_arguments(parser: argparse.ArgumentParser, compile_default: str) -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 from dataclasses import asdict
 from pathlib import Path
 
-from atelier.commands.generate import add_speed_arguments
-from atelier.commands.translate import SEED_HELP
+from atelier.commands._folder_job import SEED_HELP, add_job_arguments, has_folder, image_pairs, plan, require_positive
+from atelier.commands.generate import add_scheduler_argument, add_speed_arguments, size_hw, speed_from_args
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +42,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--guidance-scale", type=float, default=5.0, metavar="S", help="classifier-free guidance (default 5)")
     parser.add_argument("--prompt", default="", metavar="TEXT", help="prompt (default empty, as in the paper)")
     parser.add_argument("--negative-prompt", default="", metavar="TEXT", help="negative prompt (default empty)")
-    parser.add_argument("--scheduler", default="ddpm", choices=["ddpm", "ddim", "euler", "dpm"], help="sampler (default ddpm)")
+    add_scheduler_argument(parser, default="ddpm")
     parser.add_argument("--seed", type=int, default=0, metavar="N", help=SEED_HELP)
     parser.add_argument("--size", metavar="WxH", help="output size (default: the model's native size, 512x512 for SD 1.5)")
-    parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="images per batch (default 4)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: keep them)")
+    add_job_arguments(parser, batch_size=4)
     add_speed_arguments(parser, compile_default="on for folder INPUTs on CUDA, otherwise off")
     parser.set_defaults(func=run)
 
@@ -61,27 +59,18 @@ def _sketch_override(text: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from atelier.commands.generate import size_hw, speed_from_args, write_settings
-    from atelier.commands.translate import collect_inputs, convert_in_batches, pending
-    from atelier.errors import UserError
     from atelier.methods.unidllora.dual_lora import parse_weights
     from atelier.methods.unidllora.model import load_illustrator
     from atelier.methods.unidllora.sample import illustrate
     from atelier.methods.unidllora.uni_adapter import BRANCHES
-    from atelier.utils.images import make_grid
-    from atelier.utils.io import save_image
 
-    if args.batch_size < 1 or args.steps < 1:
-        raise UserError(f"--batch-size {args.batch_size} / --steps {args.steps}: expected positive integers")
+    require_positive({"--batch-size": args.batch_size, "--steps": args.steps})
     lora_weights = parse_weights(args.lora_weights)
     adapter_weights = list(parse_weights(args.adapter_weights, "--adapter-weights", BRANCHES).values())
-    started = time.time()
-    pairs = collect_inputs(args.inputs, args.out)
-    todo = pending(pairs, args.seed, args.overwrite)
-    logger.info("illustrate: %d images (%d kept from earlier runs)", len(todo), len(pairs) - len(todo))
-    written, skipped, grid = [], [], []
-    speed = speed_from_args(args, many=any(Path(text).expanduser().is_dir() for text in args.inputs))
-    if todo:
+    job = plan(image_pairs(args.inputs, args.out), args.out, args.seed, args.overwrite)
+    logger.info("illustrate: %d images (%d kept from earlier runs)", len(job.todo), job.kept)
+    speed = speed_from_args(args, many=has_folder(args.inputs))
+    if job.todo:
         model = load_illustrator(args.checkpoint, args.model, lora_weights, _sketch_override(args.sketch), speed=speed)
 
         def convert(images, seeds):
@@ -89,15 +78,7 @@ def run(args: argparse.Namespace) -> int:
                               steps=args.steps, guidance_scale=args.guidance_scale, adapter_scale=args.adapter_scale,
                               adapter_weights=adapter_weights, seed=seeds, scheduler=args.scheduler, show_progress=False).images
 
-        size = size_hw(model.components, args.size)
-        written, skipped, grid = convert_in_batches(todo, args.out, size, args.batch_size, convert)
-    if grid:
-        save_image(make_grid(grid), args.out / "grid.png")
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_settings(args, args.out, {"lora_weights_used": lora_weights, "adapter_weights_used": adapter_weights,
-                                    "speed": asdict(speed), "written": written, "kept": len(pairs) - len(todo), "skipped": skipped,
-                                    "seconds": round(time.time() - started, 2)})
-    print(f"illustrated {len(written)} images into {args.out} ({len(pairs) - len(todo)} existing kept, {len(skipped)} skipped)")
-    for entry in skipped:
-        print(f"  skipped {entry['file']}: {entry['reason']}")
+        job.convert_images(size_hw(model.components, args.size), args.batch_size, convert)
+    job.finish(args, {"lora_weights_used": lora_weights, "adapter_weights_used": adapter_weights, "speed": asdict(speed)})
+    job.report("illustrated")
     return 0

@@ -8,7 +8,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from atelier.commands.generate import add_speed_arguments
+from atelier.commands._folder_job import FolderJob, add_job_arguments, plan, require_positive
+from atelier.commands.generate import add_scheduler_argument, add_speed_arguments, speed_from_args
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +31,6 @@ OUT holds only outputs) and OUT/settings.json.
 --checkpoint: a `pose` training run (RUN or RUN/final) or CFLD's release folder (pytorch_model.bin +
 pytorch_model_1.bin, with --base = a Stable Diffusion 1.5 folder)."""
 
-GRID_ROWS = 8
-
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("pose-transfer", help="pose-guided person image synthesis with a CFLD model",
@@ -44,15 +43,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--test-set", metavar="DIR", help="DeepFashion/Market-1501 folder: transfer every pair of a split")
     parser.add_argument("--split", default="test", choices=["test", "train"], help="split of --test-set (default test)")
     parser.add_argument("--limit", type=int, metavar="N", help="only the first N pairs of --test-set")
-    parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="pairs per batch (default 8)")
     parser.add_argument("--steps", type=int, default=50, metavar="N", help="sampling steps (default 50, as CFLD)")
-    parser.add_argument("--scheduler", default="ddpm", choices=["ddpm", "ddim"], help="sampler (default ddpm, as CFLD)")
+    add_scheduler_argument(parser, default="ddpm", why=", as CFLD")
     parser.add_argument("--pose-scale", type=float, default=2.0, metavar="S", help="guidance of the pose branch over unconditional (default 2)")
     parser.add_argument("--full-scale", type=float, default=2.0, metavar="S", help="guidance of the full branch over the pose branch (default 2)")
     parser.add_argument("--seed", type=int, default=0, metavar="N",
                         help="random seed: pair i of --test-set's pair list uses N+i; --source uses N (default 0)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: keep them)")
+    add_job_arguments(parser, batch_size=8, unit="pairs")
     add_speed_arguments(parser, compile_default="on with --test-set on CUDA, otherwise off")
     parser.set_defaults(func=run)
 
@@ -64,76 +62,65 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise UserError("pass either --source IMG --target-pose POSE, or --test-set DIR (not both, not neither)")
     if not args.test_set and not (args.source and args.target_pose):
         raise UserError("--source and --target-pose go together: the person to redraw and the pose to draw them in")
-    if args.batch_size < 1 or args.steps < 1 or (args.limit is not None and args.limit < 1):
-        raise UserError(f"--batch-size {args.batch_size} / --steps {args.steps} / --limit {args.limit}: expected positive integers")
+    require_positive({"--batch-size": args.batch_size, "--steps": args.steps, "--limit": args.limit})
 
 
-def _single(args: argparse.Namespace, model) -> tuple[list[str], list[list]]:
-    """Redraw --source in --target-pose; return (written names, grid row)."""
+def _single(args: argparse.Namespace, model, started: float) -> FolderJob:
+    """Redraw --source in --target-pose (seed --seed), unless an earlier run did."""
     from atelier.data.pairs import read_target_pose
     from atelier.data.pose import cfld_pose_map
     from atelier.data.transforms import load_image_tensor
     from atelier.methods.cfld.sample import output_name, transfer
     from atelier.utils.images import tensor_to_pil
-    from atelier.utils.io import save_image
 
     config = model.config
     name, keypoints = read_target_pose(args.target_pose, args.annotations)
-    appearance = load_image_tensor(args.source, config.appearance_size)
-    pose = cfld_pose_map(keypoints, config.pose_size, config.frame)
-    out = transfer(model, appearance[None], pose[None], steps=args.steps, scheduler=args.scheduler,
-                   pose_scale=args.pose_scale, full_scale=args.full_scale, seed=args.seed)
-    target = args.out / output_name(args.source, name)
-    save_image(out.images[0], target)
-    return [target.name], [[tensor_to_pil(appearance), tensor_to_pil(pose[:3] * 2 - 1), out.images[0]]]
+    job = plan([(Path(args.source), args.out / output_name(args.source, name))], args.out, args.seed, args.overwrite, started)
+    for task in job.todo:
+        appearance = load_image_tensor(task.source, config.appearance_size)
+        pose = cfld_pose_map(keypoints, config.pose_size, config.frame)
+        out = transfer(model, appearance[None], pose[None], steps=args.steps, scheduler=args.scheduler,
+                       pose_scale=args.pose_scale, full_scale=args.full_scale, seed=task.seed)
+        job.save(task, out.images[0], [tensor_to_pil(appearance), tensor_to_pil(pose[:3] * 2 - 1), out.images[0]])
+    return job
 
 
-def _test_set(args: argparse.Namespace, model) -> tuple[list[str], list[list]]:
-    """Every pair of the split (or the first --limit), skipping outputs that exist; return (written names, grid rows)."""
+def _test_set(args: argparse.Namespace, model, started: float) -> FolderJob:
+    """Every pair of the split (or the first --limit) whose output does not exist yet; pair i uses seed --seed + i."""
     from atelier.data.pairs import PosePairs, load_pairs
     from atelier.methods.cfld.sample import output_name, transfer_pairs
     from atelier.utils.images import tensor_to_pil
-    from atelier.utils.io import save_image
-    from atelier.utils.progress import progress
 
     config = model.config
     split = load_pairs(args.test_set, args.split)
     pairs = PosePairs(split, config.image_size, config.appearance_size, config.pose_size, args.limit)
-    todo = [i for i, (a, b) in enumerate(pairs.pairs) if args.overwrite or not (args.out / output_name(a, b)).exists()]
-    logger.info("pose-transfer: %d pairs to draw (%d kept from earlier runs)", len(todo), len(pairs) - len(todo))
-    written, grid = [], []
-    batches = transfer_pairs(model, pairs, todo, args.batch_size, steps=args.steps, scheduler=args.scheduler,
-                             pose_scale=args.pose_scale, full_scale=args.full_scale, seed=args.seed)
-    for items, images in progress(batches, total=-(-len(todo) // args.batch_size), desc="pose-transfer"):
-        for item, image in zip(items, images):
-            name = output_name(item.source_name, item.target_name)
-            save_image(image, args.out / name)
-            written.append(name)
-            if len(grid) < GRID_ROWS:
-                grid.append([tensor_to_pil(item.appearance), tensor_to_pil(item.target_pose[:3] * 2 - 1), image,
-                             tensor_to_pil(item.target)])
+    job = plan([(f"pair ({a}, {b})", args.out / output_name(a, b)) for a, b in pairs.pairs], args.out, args.seed,
+               args.overwrite, started)
+    logger.info("pose-transfer: %d pairs to draw (%d kept from earlier runs)", len(job.todo), job.kept)
+    # transfer_pairs seeds pair i with --seed + i as the plan does, and batches job.todo as job.batches does
+    drawn = transfer_pairs(model, pairs, [task.index for task in job.todo], args.batch_size, steps=args.steps,
+                           scheduler=args.scheduler, pose_scale=args.pose_scale, full_scale=args.full_scale, seed=args.seed)
+    for tasks, (items, images) in zip(job.batches(args.batch_size, desc="pose-transfer"), drawn):
+        for task, item, image in zip(tasks, items, images):
+            job.save(task, image, [tensor_to_pil(item.appearance), tensor_to_pil(item.target_pose[:3] * 2 - 1), image,
+                                   tensor_to_pil(item.target)])
     real = split.image_dir.with_name(split.image_dir.name.replace(args.split, "train", 1))
     print(f"score them: atelier evaluate --protocol cfld --generated {args.out} --ground-truth {split.image_dir} "
           f"--pairs {split.pairs_file} --real {real}")
-    return written, grid
+    return job
 
 
 def run(args: argparse.Namespace) -> int:
-    from atelier.commands.generate import speed_from_args, write_settings
     from atelier.methods.cfld.model import load_pose_model
-    from atelier.utils.images import make_grid
-    from atelier.utils.io import save_image
 
     _check_arguments(args)
     started = time.time()
     speed = speed_from_args(args, many=bool(args.test_set))
     model = load_pose_model(args.checkpoint, args.base, speed=speed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    written, grid = (_test_set if args.test_set else _single)(args, model)
-    if grid:
-        height, width = model.config.image_size
-        save_image(make_grid(grid, cell=(max(width, 88), max(height, 128))), args.out / "preview" / "grid.png")
-    write_settings(args, args.out, {"written": written, "image_size": list(model.config.image_size), "speed": asdict(speed),
-                                    "seconds": round(time.time() - started, 2)})
-    print(f"wrote {len(written)} images to {args.out} (overview: {args.out / 'preview' / 'grid.png'})")
+    job = (_test_set if args.test_set else _single)(args, model, started)
+    height, width = model.config.image_size
+    job.finish(args, {"image_size": [height, width], "speed": asdict(speed)}, grid_name="preview/grid.png",
+               cell=(max(width, 88), max(height, 128)))
+    print(f"wrote {len(job.written)} images to {args.out} ({job.kept} existing kept; "
+          f"overview: {args.out / 'preview' / 'grid.png'})")
     return 0

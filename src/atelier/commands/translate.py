@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
 
-from atelier.commands.generate import add_model_arguments, add_speed_arguments, size_hw, speed_from_args, write_settings
-
-if TYPE_CHECKING:
-    import torch
-    from PIL import Image
+from atelier.commands._folder_job import SEED_HELP, add_job_arguments, has_folder, image_pairs, plan, require_positive
+from atelier.commands.generate import add_model_arguments, add_speed_arguments, size_hw, speed_from_args
+from atelier.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +25,6 @@ Image i of the inputs (in the order above) uses seed --seed + i, so each output 
 and a resumed run writes what an uninterrupted one would have.
 Writes the images, OUT/grid.png (inputs beside translations) and OUT/settings.json (every option and the skip list).
 --prompt defaults to the LoRA's identifier when LORA holds the config.yaml of an atelier style-lora run."""
-
-GRID_ROWS = 8
-SEED_HELP = "random seed: image i of the inputs (files as given, folders sorted) uses N+i (default 0)"
 
 
 def add_parser(subparsers) -> None:
@@ -49,100 +42,41 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--restore-detail", action="store_true",
                         help="add back what the VAE loses of the input (input - its VAE round trip): keeps prints and edges")
     parser.add_argument("--steps", type=int, default=100, metavar="N", help="scheduler steps; strength x N of them run (default 100)")
-    parser.add_argument("--batch-size", type=int, default=4, metavar="N", help="images per batch (default 4)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: keep them)")
+    add_job_arguments(parser, batch_size=4)
     add_speed_arguments(parser, compile_default="on for folder INPUTs on CUDA, otherwise off")
     parser.set_defaults(func=run)
 
 
-def collect_inputs(inputs: list[str], out: Path) -> list[tuple[Path, Path]]:
-    """(input file, output file) pairs: files map to OUT/<stem>.png, folders to OUT/<folder>/<relative path>.png."""
-    from atelier.data.formats.captioned import list_images
-    from atelier.errors import UserError
-
-    pairs = []
-    for text in inputs:
-        path = Path(text).expanduser()
-        if path.is_dir():
-            pairs += [(file, out / path.name / file.relative_to(path).with_suffix(".png")) for file in list_images(path)]
-        elif path.is_file():
-            pairs.append((path, out / path.with_suffix(".png").name))
-        else:
-            raise UserError(f"INPUT {text} not found: expected an image file or a folder of images")
-    if not pairs:
-        raise UserError(f"INPUT {' '.join(inputs)}: no images found (expected .jpg, .png, .webp or .bmp files)")
-    return pairs
-
-
-def pending(pairs: list[tuple[Path, Path]], seed: int, overwrite: bool) -> list[tuple[Path, Path, int]]:
-    """(input, output, seed) of the outputs still to write. Image i of the full input list gets seed + i, numbered before
-    existing outputs are left out, so an output depends neither on --batch-size, nor on its batch-mates, nor on resuming."""
-    return [(source, target, seed + index) for index, (source, target) in enumerate(pairs) if overwrite or not target.exists()]
-
-
-def convert_in_batches(todo: list[tuple[Path, Path, int]], out: Path, size: tuple[int, int], batch_size: int,
-                       convert: Callable[[torch.Tensor, list[int]], list[Image.Image]],
-                       ) -> tuple[list[str], list[dict], list[list[Image.Image]]]:
-    """Load, resize (H, W) and convert (input, output, seed) files in batches (`convert(images, seeds)`, one seed per
-    image), saving each result; unreadable inputs are skipped. Returns (written paths relative to OUT, skipped
-    {file, reason} entries, up to GRID_ROWS [input, output])."""
-    import torch
-
-    from atelier.data.transforms import open_rgb, resize_image
-    from atelier.errors import UserError
-    from atelier.utils.images import pil_to_tensor
-    from atelier.utils.io import save_image
-    from atelier.utils.progress import progress
-
-    written, skipped, grid = [], [], []
-    for start in progress(range(0, len(todo), batch_size), desc="convert"):
-        loaded = []
-        for source, target, seed in todo[start : start + batch_size]:
-            try:
-                loaded.append((resize_image(open_rgb(source), size), target, seed))
-            except UserError as error:
-                skipped.append({"file": str(source), "reason": str(error)})
-        if not loaded:
-            continue
-        results = convert(torch.stack([pil_to_tensor(image) for image, _, _ in loaded]), [seed for _, _, seed in loaded])
-        for (source_image, target, _), result in zip(loaded, results):
-            save_image(result, target)
-            written.append(str(target.relative_to(out)))
-            if len(grid) < GRID_ROWS:
-                grid.append([source_image, result])
-    return written, skipped, grid
-
-
 def default_prompt(lora: str | None) -> str:
     """The identifier of an atelier style-lora run (LORA/config.yaml's data.caption_prefix), else the empty prompt."""
-    import yaml
+    from atelier.config import from_dict, read_yaml
+    from atelier.methods.style.train import StyleLoraConfig
 
-    config = Path(lora) / "config.yaml" if lora else None
-    if config is None or not config.is_file():
+    path = Path(lora) / "config.yaml" if lora else None
+    if path is None or not path.is_file():
         return ""
-    data = yaml.safe_load(config.read_text()) or {}
-    return str(data.get("data", {}).get("caption_prefix", "")) if data.get("task") == "style-lora" else ""
+    try:
+        data = read_yaml(path)
+        if data.get("task") != "style-lora":
+            return ""
+        return from_dict(StyleLoraConfig, data).data.caption_prefix
+    except UserError as error:
+        raise UserError(f"--lora {lora}: its run config could not be read for the default prompt ({error}); "
+                        "pass --prompt to give the prompt yourself") from None
 
 
 def run(args: argparse.Namespace) -> int:
     from atelier.diffusion.img2img import translate
-    from atelier.errors import UserError
     from atelier.methods.style.model import load_style_model
-    from atelier.utils.images import make_grid
-    from atelier.utils.io import save_image
 
-    if args.batch_size < 1 or args.steps < 1:
-        raise UserError(f"--batch-size {args.batch_size} / --steps {args.steps}: expected positive integers")
-    started = time.time()
-    pairs = collect_inputs(args.inputs, args.out)
-    todo = pending(pairs, args.seed, args.overwrite)
+    require_positive({"--batch-size": args.batch_size, "--steps": args.steps})
+    job = plan(image_pairs(args.inputs, args.out), args.out, args.seed, args.overwrite)
     prompt = args.prompt if args.prompt is not None else default_prompt(args.lora)
-    logger.info("translate: %d images (%d kept from earlier runs), prompt %r", len(todo), len(pairs) - len(todo), prompt)
-    skipped, grid, written = [], [], []
-    speed = speed_from_args(args, many=any(Path(text).expanduser().is_dir() for text in args.inputs))
+    logger.info("translate: %d images (%d kept from earlier runs), prompt %r", len(job.todo), job.kept, prompt)
+    speed = speed_from_args(args, many=has_folder(args.inputs))
     if args.inversion:
         speed = replace(speed, fuse_lora=False)  # the inversion runs the base model: the LoRA must stay switchable
-    if todo:
+    if job.todo:
         components, adapter = load_style_model(args.model, args.lora, args.lora_scale, args.image_adapter, speed=speed)
 
         def convert(images, seeds):
@@ -152,13 +86,7 @@ def run(args: argparse.Namespace) -> int:
                              inversion=args.inversion, source_prompt=args.source_prompt, restore_detail=args.restore_detail,
                              show_progress=False).images
 
-        written, skipped, grid = convert_in_batches(todo, args.out, size_hw(components, args.size), args.batch_size, convert)
-    if grid:
-        save_image(make_grid(grid), args.out / "grid.png")
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_settings(args, args.out, {"prompt_used": prompt, "written": written, "speed": asdict(speed),
-                                    "kept": len(pairs) - len(todo), "skipped": skipped, "seconds": round(time.time() - started, 2)})
-    print(f"translated {len(written)} images into {args.out} ({len(pairs) - len(todo)} existing kept, {len(skipped)} skipped)")
-    for entry in skipped:
-        print(f"  skipped: {entry['reason']}")
+        job.convert_images(size_hw(components, args.size), args.batch_size, convert)
+    job.finish(args, {"prompt_used": prompt, "speed": asdict(speed)})
+    job.report("translated")
     return 0

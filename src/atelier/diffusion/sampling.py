@@ -11,7 +11,7 @@ size, or on which other images share the batch.
 from __future__ import annotations
 
 from numbers import Integral
-from typing import Callable, Literal, Sequence
+from typing import Callable, Literal, Sequence, get_args
 
 import torch
 
@@ -19,6 +19,7 @@ from atelier.errors import UserError
 from atelier.utils.progress import progress
 
 SchedulerName = Literal["ddpm", "ddim", "euler", "dpm"]
+SCHEDULERS: tuple[str, ...] = get_args(SchedulerName)  # the commands' --scheduler choices
 Seeds = int | Sequence[int]  # an int S: image i of the batch uses S + i; a sequence: one seed per image
 
 
