@@ -53,7 +53,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     sample_every: int | None = None
-    # speed features (atelier.training.loop; README "Training speed"), each switchable
+    # speed features (atelier.training.loop; docs/speed.md), each switchable
     fused_optimizer: bool = True  # torch's fused Adam/AdamW kernel where the device and dtype allow it (else foreach)
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, slower steps
     channels_last: bool = False  # convolution weights in NHWC order (no gain measured at tiny size on CPU)

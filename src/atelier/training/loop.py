@@ -6,7 +6,7 @@ learning-rate schedule, EMA, logging, checkpoints and resume, periodic samples. 
 are functions of (seed, step), and the step reaches the task's loss, so a run killed and resumed ends with the same
 weights as one that never stopped.
 
-Speed, each feature a TrainConfig switch (README, "Training speed"): the fused Adam/AdamW kernel (on by default where
+Speed, each feature a TrainConfig switch (docs/speed.md, "Training"): the fused Adam/AdamW kernel (on by default where
 the device supports it); gradient checkpointing, channels-last memory order and torch.compile of the task's per-step
 model (`step_modules`); no host sync in the step (the loss is read on logged steps only); EMA in one foreach update.
 """

@@ -1,7 +1,7 @@
 """CFLD's appearance backbone: a Swin Transformer (Liu et al., ICCV 2021) from transformers, read stage by stage.
 
 CFLD (Lu et al., CVPR 2024) fine-tunes Swin-B (embed 128, depths 2-2-18-2, heads 4-8-16-32) at 256x256 with window 16,
-initialised from the official `swin_base_patch4_window12_384_22kto1k.pth` (see `checkpoint.py` for that layout). Its
+initialised from the official `swin_base_patch4_window12_384_22kto1k.pth` (see `release.py` for that layout). Its
 input is the source image normalised to [-1, 1] (not ImageNet statistics) and its outputs are every stage's feature
 map *before* patch merging, without the final LayerNorm: the early stages feed the hybrid-granularity attention, the
 last one the perception-refined decoder.

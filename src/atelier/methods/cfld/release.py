@@ -21,7 +21,7 @@ CFLD's release (an `accelerate` save_state folder): `pytorch_model.bin` holds `b
 Newer accelerate versions write `model.safetensors` / `model_1.safetensors` instead; both are read.
 
 atelier's folder (what training writes to RUN/final): `cfld.safetensors` (every non-UNet parameter), `unet/`, `vae/`,
-`scheduler/` (diffusers folders) and `config.yaml`.
+`scheduler/` (diffusers folders), `cfld.yaml` (the model config) and the run's `config.yaml`.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def cfld_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_cfld(model: torch.nn.Module, vae, scheduler, folder: str | Path) -> Path:
-    """Write atelier's CFLD folder: cfld.safetensors, unet/, vae/, scheduler/ (config.yaml is the caller's)."""
+    """Write atelier's CFLD folder: cfld.safetensors, unet/, vae/, scheduler/ (cfld.yaml and config.yaml are the caller's)."""
     from atelier.utils.io import save_safetensors
 
     folder = Path(folder)
