@@ -11,7 +11,7 @@ EPILOG = """examples:
 stages: base (tiny text-to-image model), style (style LoRA: photo -> illustration), pose (CFLD pose transfer),
 illustrate (Uni-DlLoRA vs the style LoRA: identity kept in photo -> illustration);
 later issues add theirs.
-The report puts each task's numbers beside a trivial baseline and marks each claim PASS or FAIL."""
+The report puts each task's numbers beside a trivial baseline and marks each claim PASS or FAIL, with its margin."""
 
 
 def add_parser(subparsers) -> None:
@@ -19,7 +19,9 @@ def add_parser(subparsers) -> None:
                                    epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", action="append", metavar="NAME", help="run only this stage (repeatable); default: all")
     parser.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
-    parser.add_argument("--fast", action="store_true", help="few steps: checks the wiring in seconds; numbers not meaningful")
+    parser.add_argument("--fast", action="store_true",
+                        help="tiny data, 2 training steps per model, 4 held-out images: checks the wiring in about a "
+                             "minute (tests/test_demo.py); numbers not meaningful")
     parser.set_defaults(func=run)
 
 

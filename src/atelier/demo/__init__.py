@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Callable
 
 from atelier.demo.context import DemoContext
-from atelier.demo.report import Section, write_report
+from atelier.demo.report import write_report
+from atelier.demo.results import StageResult
 
 logger = logging.getLogger(__name__)
 
 
-def _stages() -> dict[str, Callable[[DemoContext], Section]]:
+def _stages() -> dict[str, Callable[[DemoContext], StageResult]]:
     from atelier.demo.base import run_base
     from atelier.demo.illustrate import run_illustrate
     from atelier.demo.pose import run_pose
@@ -24,6 +25,7 @@ def _stages() -> dict[str, Callable[[DemoContext], Section]]:
 
 
 def task_names() -> list[str]:
+    """The demo's stages, in the order a full run takes them."""
     return list(_stages())
 
 
@@ -35,15 +37,15 @@ def run_demo(out: str | Path = "runs/demo", tasks: list[str] | None = None, fast
     ctx = DemoContext(out=Path(out), fast=fast)
     ctx.out.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    sections = []
+    results = []
     for name in tasks or list(stages):
         logger.info("demo: stage %s", name)
         before = dict(ctx.timings)
         stage_start = time.time()
-        section = stages[name](ctx)
-        section.timings = {k: v for k, v in ctx.timings.items() if before.get(k) != v}
-        section.timings["stage total"] = time.time() - stage_start
-        sections.append(section)
-    header = (f"Ran {', '.join(s.task for s in sections)} in {time.time() - started:.0f} s on {platform.machine()} "
+        result = stages[name](ctx)
+        result.timings = {k: v for k, v in ctx.timings.items() if before.get(k) != v}
+        result.timings["stage total"] = time.time() - stage_start
+        results.append(result)
+    header = (f"Ran {', '.join(r.task for r in results)} in {time.time() - started:.0f} s on {platform.machine()} "
               f"({torch.get_num_threads()} threads, torch {torch.__version__}){' [--fast: wiring check, numbers not meaningful]' if fast else ''}.")
-    return write_report(sections, ctx.out, header)
+    return write_report(results, ctx.out, header)

@@ -1,7 +1,8 @@
 """What the demo's tasks share: the run folder, the FashionSynth data and the tiny base model, both cached.
 
 A cached product is a folder with a stamp (the settings that made it); a later run with the same stamp reuses it, so
-a second `make demo` skips the data and the base model's training.
+a second `make demo` skips the data and the base model's training. A product built on another (the style LoRA on the
+base) puts that one's stamp in its own, so retraining the base retrains what depends on it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from atelier import __version__
 from atelier.utils.io import write_json
@@ -20,30 +21,49 @@ from atelier.utils.io import write_json
 logger = logging.getLogger(__name__)
 
 STAMP = ".atelier-stamp.json"
+RESOLUTION = (64, 48)  # (H, W) of every demo model: FashionSynth's 176x256 photos at 1/4 scale, latents 16x12
 
 # FashionSynth settings of the demo (identities x poses; 176x256 like DeepFashion at CFLD's test size).
 DEMO_DATA = {"identities": 48, "poses_per_identity": 4, "size": (176, 256), "seed": 0, "test_fraction": 0.2}
+# --fast: 2 held-out identities in 2 poses at half size, just enough for every stage's tables
+FAST_DATA = {"identities": 10, "poses_per_identity": 2, "size": (88, 128)}
+
+T = TypeVar("T")
 
 
 @dataclass
 class DemoContext:
     out: Path
-    fast: bool = False  # fewer steps: for tests of the demo's wiring, not for the numbers
+    fast: bool = False  # fewer steps and images: for tests of the demo's wiring, not for the numbers
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def data(self) -> Path:
+        """The demo's FashionSynth folder (OUT/data)."""
         return self.out / "data"
 
-    def timed(self, name: str, fn: Callable[[], Any]) -> Any:
+    def timed(self, name: str, fn: Callable[[], T]) -> T:
+        """Run fn() and record how long it took under `name` (the report's timings table)."""
         start = time.time()
         result = fn()
         self.timings[name] = time.time() - start
         logger.info("demo: %s took %.1f s", name, self.timings[name])
         return result
 
-    def steps(self, full: int, fast: int) -> int:
+    def pick(self, full: T, fast: T) -> T:
+        """`full` for the demo, `fast` under --fast (steps, batch sizes, image counts)."""
         return fast if self.fast else full
+
+    def stamps(self, *names: str) -> dict[str, Any]:
+        """The stamps of the cached products OUT/<name> (a key part for what is built on them)."""
+        return {name: json.loads((self.out / name / STAMP).read_text()) for name in names}
+
+    def train(self, name: str, make_task: Callable[[], Any], cfg: Any, folder: Path) -> None:
+        """Build a training task, then train it into `folder` with cfg.train, timed as `name`."""
+        from atelier.training.loop import train
+
+        task = make_task()
+        self.timed(name, lambda: train(task, cfg.train, folder, config=cfg))
 
 
 def cached(folder: Path, key: dict[str, Any], build: Callable[[Path], None]) -> Path:
@@ -60,9 +80,15 @@ def cached(folder: Path, key: dict[str, Any], build: Callable[[Path], None]) -> 
     return folder
 
 
-def ensure_data(ctx: DemoContext) -> Path:
-    """FashionSynth for the demo (cached)."""
+def synthesized(ctx: DemoContext, name: str, settings: dict[str, Any], fast: dict[str, Any]) -> Path:
+    """A FashionSynth draw with `settings` (updated by `fast` under --fast), cached under OUT/<name>."""
     from atelier.data.synth import synthesize
 
-    settings = dict(DEMO_DATA, identities=16 if ctx.fast else DEMO_DATA["identities"])
-    return ctx.timed("synthesize data", lambda: cached(ctx.data, settings, lambda d: synthesize(d, overwrite=True, **settings)))
+    chosen = ctx.pick(settings, {**settings, **fast})
+    return ctx.timed(f"synthesize {name}", lambda: cached(ctx.out / name, chosen,
+                                                         lambda folder: synthesize(folder, overwrite=True, **chosen)))
+
+
+def ensure_data(ctx: DemoContext) -> Path:
+    """FashionSynth for the demo (cached under OUT/data)."""
+    return synthesized(ctx, "data", DEMO_DATA, FAST_DATA)

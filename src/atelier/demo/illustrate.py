@@ -5,12 +5,12 @@ tiny base, its illustration LoRA started from the style stage's LoRA (so the com
 training and the Uni-adapter add), the real LoRA and the two T2I-Adapters (RGB + XDoG sketch) from scratch;
 200 steps of 8 pairs, lr 5e-3, timesteps drawn in [0, 700) (the range strength 0.7 samples; our choice).
 Translated: the photos of the held-out identities, by
-- the style LoRA as the style stage does it (SDEdit strength 0.5, 100 DDIM steps, guidance 7.5, prompt
-  "an illustration, <caption>");
+- the style LoRA with the style stage's SDEdit recipe (`TRANSLATE` in demo/style.py: strength 0.2, 50 DDIM steps,
+  guidance 3, prompt "an illustration, <caption>"; the row's label is made from the strength used);
 - Uni-DlLoRA with the paper's settings (strength 0.7, 50 DDPM steps, guidance 5, empty prompt, adapter scale 1
   split evenly, only the illustration LoRA);
 - the same Uni-DlLoRA with adapter scale 0 (ablation: the adapters' share of the result).
-Scored at 48x64 px against what FashionSynth knows about each photo:
+Scored at 48x64 px against what FashionSynth knows about each photo (atelier.metrics.per_image):
 - closeness to the true illustration: PSNR (dB) and SSIM (Gaussian window), higher is better;
 - garment colour error: RGB distance (0-255) between the mean colours inside the true garment mask of the output
   and of the true illustration, lower is better;
@@ -23,7 +23,6 @@ Scored at 48x64 px against what FashionSynth knows about each photo:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -31,23 +30,28 @@ import torch
 from PIL import Image
 
 from atelier.config import ModelConfig, TrainConfig, to_dict
-from atelier.demo.base import RESOLUTION, ensure_base
-from atelier.demo.context import STAMP, DemoContext, cached
-from atelier.demo.report import Section, Table
-from atelier.demo.style import PREFIX, TRANSLATE, closeness, ensure_style_models
+from atelier.demo.base import ensure_base
+from atelier.demo.context import RESOLUTION, DemoContext, cached
+from atelier.demo.heldout import HeldOut, heldout_names
+from atelier.demo.results import Check, Figure, StageResult, Table, beats, spread
+from atelier.demo.style import PREFIX, TRANSLATE, ensure_style_models
 from atelier.diffusion.lora import LoraSettings
 from atelier.methods.unidllora.train import DualLoraConfig, DualLoraSampleConfig, PairedDataConfig
 from atelier.methods.unidllora.uni_adapter import UniAdapterSettings
+from atelier.metrics.per_image import closeness, garment_colour_error, garment_mask_iou
 from atelier.training.losses import DiffusionLossConfig
 
 PAPER = {"strength": 0.7, "steps": 50, "guidance_scale": 5.0, "scheduler": "ddpm", "seed": 0}
-GARMENT_LABELS = (4, 5, 6)  # FashionSynth parse labels: top, bottom, dress
 GRID_ROWS = 8
+PHOTO, ROUND_TRIP, TRUTH = ("reference: untranslated photo", "reference: photo through the VAE alone (encode + decode)",
+                            "reference: true illustration")
+STYLE_LORA = f"style LoRA translation (SDEdit {TRANSLATE['strength']}, prompt)"  # from the value, so it cannot drift
+UNI, ABLATION = "Uni-DlLoRA (adapters + illustration LoRA)", "Uni-DlLoRA without adapters (scale 0)"
 
 
 def dual_lora_config(ctx: DemoContext, data: Path, base: Path, style_lora: Path) -> DualLoraConfig:
     """Paired training on the training identities, the illustration LoRA started from the style stage's LoRA."""
-    style, steps = data / "style", ctx.steps(200, 4)
+    style, steps = data / "style", ctx.pick(200, 2)
     return DualLoraConfig(
         model=ModelConfig(base=str(base)),
         data=PairedDataConfig(real_root=str(style / "photo"), illustration_root=str(style / "illustration"),
@@ -55,54 +59,25 @@ def dual_lora_config(ctx: DemoContext, data: Path, base: Path, style_lora: Path)
         lora=LoraSettings(rank=8, alpha=16.0),
         init_illustration_lora=str(style_lora),
         adapter=UniAdapterSettings(num_res_blocks=1),
-        train=TrainConfig(max_steps=steps, batch_size=8, lr=5e-3, lr_schedule="cosine", warmup_steps=10, weight_decay=0.0,
-                          checkpoint_every=steps, log_every=5, sample_every=steps),
+        train=TrainConfig(max_steps=steps, batch_size=ctx.pick(8, 2), lr=5e-3, lr_schedule="cosine", warmup_steps=10,
+                          weight_decay=0.0, checkpoint_every=steps, log_every=5, sample_every=steps),
         loss=DiffusionLossConfig(train_strength=PAPER["strength"]),  # train on the timesteps strength 0.7 samples
-        sample=DualLoraSampleConfig(count=4, steps=PAPER["steps"]),
+        sample=DualLoraSampleConfig(count=ctx.pick(4, 1), steps=ctx.pick(PAPER["steps"], 3)),
     )
 
 
 def ensure_dual_lora(ctx: DemoContext) -> tuple[Path, DualLoraConfig]:
     """Train (or reuse) the Uni-DlLoRA checkpoint; return its final/ folder and config."""
     from atelier.methods.unidllora.train import DualLoraTask
-    from atelier.training.loop import train
 
     style_lora = ensure_style_models(ctx)[0]
     cfg = dual_lora_config(ctx, ctx.data, ensure_base(ctx), style_lora)
 
     def build(folder: Path) -> None:
-        task = DualLoraTask(cfg)
-        ctx.timed("train Uni-DlLoRA", lambda: train(task, cfg.train, folder, config=cfg))
+        ctx.train("train Uni-DlLoRA", lambda: DualLoraTask(cfg), cfg, folder)
 
-    stamps = {name: json.loads((ctx.out / name / STAMP).read_text()) for name in ("base", "style")}
-    cached(ctx.out / "illustrate" / "run", {"config": to_dict(cfg), **stamps}, build)
+    cached(ctx.out / "illustrate" / "run", {"config": to_dict(cfg), **ctx.stamps("base", "style")}, build)
     return ctx.out / "illustrate" / "run" / "final", cfg
-
-
-def garment_colour_error(images: list[Image.Image], truths: list[Image.Image], masks: list[np.ndarray]) -> np.ndarray:
-    """Per-image RGB distance (0-255) between the mean colours of output and true illustration inside the garment mask."""
-    errors = []
-    for image, truth, mask in zip(images, truths, masks):
-        keep = np.asarray(Image.fromarray(mask).resize(image.size, Image.NEAREST)) > 127
-        output = np.asarray(image.convert("RGB"), dtype=np.float64)[keep].mean(0)
-        expected = np.asarray(truth.convert("RGB").resize(image.size, Image.BICUBIC), dtype=np.float64)[keep].mean(0)
-        errors.append(float(np.linalg.norm(output - expected)))
-    return np.asarray(errors)
-
-
-def garment_mask_iou(images: list[Image.Image], truths: list[Image.Image], parses: list[np.ndarray]) -> np.ndarray:
-    """Per-image IoU of the true garment mask and the output pixels nearest to a garment part's true mean colour."""
-    scores = []
-    for image, truth, parse in zip(images, truths, parses):
-        labels = np.asarray(Image.fromarray(parse).resize(image.size, Image.NEAREST))
-        output = np.asarray(image.convert("RGB"), dtype=np.float64)
-        reference = np.asarray(truth.convert("RGB").resize(image.size, Image.BICUBIC), dtype=np.float64)
-        parts = np.unique(labels)
-        means = np.stack([reference[labels == part].mean(0) for part in parts])  # (P, 3) true mean colour per part
-        nearest = parts[np.linalg.norm(output[:, :, None, :] - means[None, None], axis=-1).argmin(-1)]
-        predicted, actual = np.isin(nearest, GARMENT_LABELS), np.isin(labels, GARMENT_LABELS)
-        scores.append((predicted & actual).sum() / max(1, (predicted | actual).sum()))
-    return np.asarray(scores)
 
 
 def translations(ctx: DemoContext, base: Path, style_lora: Path, checkpoint: Path, photos: torch.Tensor,
@@ -114,16 +89,15 @@ def translations(ctx: DemoContext, base: Path, style_lora: Path, checkpoint: Pat
     from atelier.methods.unidllora.model import load_illustrator
     from atelier.methods.unidllora.sample import illustrate
 
-    style_settings = dict(TRANSLATE, steps=ctx.steps(TRANSLATE["steps"], 10), show_progress=False)
-    paper = dict(PAPER, steps=ctx.steps(PAPER["steps"], 10), show_progress=False)
+    style_settings = dict(TRANSLATE, steps=ctx.pick(TRANSLATE["steps"], 5), show_progress=False)
+    paper = dict(PAPER, steps=ctx.pick(PAPER["steps"], 3), show_progress=False)
     styled, _ = load_style_model(str(base), str(style_lora))
     model = load_illustrator(checkpoint)
     uni = ctx.timed("translate with Uni-DlLoRA", lambda: illustrate(model, photos, adapter_scale=1.0, **paper))
     return {
-        "style LoRA translation (SDEdit 0.5, prompt)": ctx.timed(
-            "translate with the style LoRA", lambda: translate(styled, photos, prompts, **style_settings).images),
-        "Uni-DlLoRA (adapters + illustration LoRA)": uni.images,
-        "Uni-DlLoRA without adapters (scale 0)": illustrate(model, photos, adapter_scale=0.0, **paper).images,
+        STYLE_LORA: ctx.timed("translate with the style LoRA", lambda: translate(styled, photos, prompts, **style_settings).images),
+        UNI: uni.images,
+        ABLATION: illustrate(model, photos, adapter_scale=0.0, **paper).images,
     }, uni.sketches, translate(model.components, photos, [""] * len(photos), strength=0.0, show_progress=False).images
 
 
@@ -143,76 +117,73 @@ def score_rows(results: dict[str, list[Image.Image]], truths, masks, parses) -> 
     return rows, numbers
 
 
-def heldout(ctx: DemoContext):
-    """Names, photos (tensor), true illustrations, style prompts, garment masks and parse maps of held-out identities."""
-    from atelier.data.transforms import load_image_tensor, open_rgb, resize_image
-
-    style, labels = ctx.data / "style", ctx.data / "labels"
-    names = [line.strip() for line in (style / "test.lst").read_text().splitlines() if line.strip()][: 8 if ctx.fast else None]
-    photos = torch.stack([load_image_tensor(style / "photo" / name, RESOLUTION) for name in names])
-    truths = [resize_image(open_rgb(style / "illustration" / name), RESOLUTION) for name in names]
-    prompts = [PREFIX + (style / "photo" / name).with_suffix(".txt").read_text().strip() for name in names]
-    masks = [np.asarray(Image.open(labels / "garment_mask" / f"{Path(name).stem}.png")) for name in names]
-    parses = [np.asarray(Image.open(labels / "parse" / f"{Path(name).stem}.png")) for name in names]
-    return names, photos, truths, prompts, masks, parses
+def win_rows(numbers: dict[str, dict], count: int) -> list[dict]:
+    """Per-image comparison of Uni-DlLoRA with the style-LoRA translation and with its own run without adapters."""
+    uni = numbers[UNI]
+    return [{"Uni-DlLoRA compared with": name, "images with higher garment-mask IoU": f"{int((uni['iou'] > other['iou']).sum())}/{count}",
+             "images with higher PSNR": f"{int((uni['psnr'] > other['psnr']).sum())}/{count}",
+             "mean IoU gain": float((uni["iou"] - other["iou"]).mean()), "mean PSNR gain dB": float((uni["psnr"] - other["psnr"]).mean())}
+            for name, other in (("style LoRA translation", numbers[STYLE_LORA]), ("Uni-DlLoRA without adapters", numbers[ABLATION]))]
 
 
-def run_illustrate(ctx: DemoContext) -> Section:
+def illustrate_checks(numbers: dict[str, dict]) -> list[Check]:
+    """The stage's claims: Uni-DlLoRA against the style-LoRA translation, and its adapters' share."""
+    uni, plain, ablation = (numbers[key] for key in (UNI, STYLE_LORA, ABLATION))
+    mean = lambda scores, key: float(scores[key].mean())  # noqa: E731
+    return [
+        beats("Uni-DlLoRA keeps garment shapes better than the style-LoRA translation (mean garment-mask IoU)",
+              mean(uni, "iou"), mean(plain, "iou"), digits=3),
+        beats("Uni-DlLoRA keeps garment colours better than the style-LoRA translation (garment colour error)",
+              mean(uni, "colour"), mean(plain, "colour"), lower_is_better=True, digits=2),
+        beats("Uni-DlLoRA is closer to the true illustration than the style-LoRA translation (mean PSNR)",
+              mean(uni, "psnr"), mean(plain, "psnr"), unit=" dB", digits=2),
+        beats("the Uni-adapter helps: Uni-DlLoRA beats its own run without adapters on garment-mask IoU",
+              mean(uni, "iou"), mean(ablation, "iou"), digits=3),
+    ]
+
+
+def illustrate_summary(cfg: DualLoraConfig, count: int, numbers: dict[str, dict]) -> str:
+    """The stage's paragraph: what was trained and translated, the scores beside the style LoRA and the references."""
+    uni, plain, ablation = (numbers[key] for key in (UNI, STYLE_LORA, ABLATION))
+    return (f"Uni-DlLoRA (dual LoRA r 8 + RGB/XDoG-sketch T2I-Adapters, {cfg.train.max_steps} paired steps from the style "
+            f"stage's LoRA) translated the {count} photos of held-out identities with the paper's settings; the style "
+            f"LoRA translated them with its own recipe. Garment-mask IoU {uni['iou'].mean():.3f} vs {plain['iou'].mean():.3f} "
+            f"(style LoRA) and {ablation['iou'].mean():.3f} (no adapters); the true illustration scores {numbers[TRUTH]['iou'].mean():.3f}, "
+            f"the untranslated photo {numbers[PHOTO]['iou'].mean():.3f}; "
+            f"garment colour error {uni['colour'].mean():.1f} vs {plain['colour'].mean():.1f}; PSNR {uni['psnr'].mean():.2f} vs "
+            f"{plain['psnr'].mean():.2f} dB. The photo through the tiny VAE alone already has colour error "
+            f"{numbers[ROUND_TRIP]['colour'].mean():.1f}: most colour is "
+            "lost by the demo's VAE, before any translation. Metric definitions are in the stage's docstring and the table captions.")
+
+
+def run_illustrate(ctx: DemoContext) -> StageResult:
     """Train (or reuse) Uni-DlLoRA, translate held-out photos with it and with the style LoRA, score identity."""
-    import yaml
-
-    from atelier.utils.images import make_grid, tensor_to_pil
-    from atelier.utils.io import save_image
+    from atelier.utils.images import tensor_to_pil
 
     checkpoint, cfg = ensure_dual_lora(ctx)
     base, style_lora = ensure_base(ctx), ensure_style_models(ctx)[0]
-    names, photos, truths, prompts, masks, parses = heldout(ctx)
-    outputs, sketches, round_trip = translations(ctx, base, style_lora, checkpoint, photos, prompts)
-    results = {"reference: untranslated photo": [tensor_to_pil(photo) for photo in photos],
-               "reference: photo through the VAE alone (encode + decode)": round_trip, **outputs,
-               "reference: true illustration": truths}
-    rows, numbers = score_rows(results, truths, masks, parses)
-    style_key, uni_key, ablation_key = list(outputs)
-    uni, plain, ablation = numbers[uni_key], numbers[style_key], numbers[ablation_key]
-    wins = [{"Uni-DlLoRA compared with": name, "images with higher garment-mask IoU": f"{int((uni['iou'] > other['iou']).sum())}/{len(names)}",
-             "images with higher PSNR": f"{int((uni['psnr'] > other['psnr']).sum())}/{len(names)}",
-             "mean IoU gain": float((uni["iou"] - other["iou"]).mean()), "mean PSNR gain dB": float((uni["psnr"] - other["psnr"]).mean())}
-            for name, other in (("style LoRA translation", plain), ("Uni-DlLoRA without adapters", ablation))]
-    grid_path = ctx.out / "illustrate" / "comparison.png"
+    held = HeldOut(ctx.data, heldout_names(ctx.data)[: ctx.pick(None, 4)])
+    photos, truths = held.tensors("photo"), held.images("illustration")
+    outputs, sketches, round_trip = translations(ctx, base, style_lora, checkpoint, photos, held.captions(PREFIX))
+    results = {PHOTO: [tensor_to_pil(photo) for photo in photos], ROUND_TRIP: round_trip, **outputs, TRUTH: truths}
+    rows, numbers = score_rows(results, truths, held.label_maps("garment_mask"), held.label_maps("parse"))
     sketch_images = [tensor_to_pil(sketch.repeat(3, 1, 1) * 2 - 1) for sketch in sketches]
-    columns = [results["reference: untranslated photo"], round_trip, sketch_images, *outputs.values(), truths]
-    shown = range(0, len(names), max(1, len(names) // GRID_ROWS))[:GRID_ROWS]  # spread over the held-out identities
-    save_image(make_grid([[column[i] for column in columns] for i in shown], cell=(96, 128)), grid_path)
-
-    checks = {
-        "Uni-DlLoRA keeps garment shapes better than the style-LoRA translation (mean garment-mask IoU)": bool(uni["iou"].mean() > plain["iou"].mean()),
-        "Uni-DlLoRA keeps garment colours better than the style-LoRA translation (garment colour error)": bool(uni["colour"].mean() < plain["colour"].mean()),
-        "Uni-DlLoRA is closer to the true illustration than the style-LoRA translation (mean PSNR)": bool(uni["psnr"].mean() > plain["psnr"].mean()),
-        "the Uni-adapter helps: Uni-DlLoRA beats its own run without adapters on garment-mask IoU": bool(uni["iou"].mean() > ablation["iou"].mean()),
-    }
-    summary = (f"Uni-DlLoRA (dual LoRA r 8 + RGB/XDoG-sketch T2I-Adapters, {cfg.train.max_steps} paired steps from the style "
-               f"stage's LoRA) translated the {len(names)} photos of held-out identities with the paper's settings; the style "
-               f"LoRA translated them with its own recipe. Garment-mask IoU {uni['iou'].mean():.3f} vs {plain['iou'].mean():.3f} "
-               f"(style LoRA) and {ablation['iou'].mean():.3f} (no adapters); the true illustration scores {numbers['reference: true illustration']['iou'].mean():.3f}, "
-               f"the untranslated photo {numbers['reference: untranslated photo']['iou'].mean():.3f}; "
-               f"garment colour error {uni['colour'].mean():.1f} vs {plain['colour'].mean():.1f}; PSNR {uni['psnr'].mean():.2f} vs "
-               f"{plain['psnr'].mean():.2f} dB. The photo through the tiny VAE alone already has colour error "
-               f"{numbers['reference: photo through the VAE alone (encode + decode)']['colour'].mean():.1f}: most colour is "
-               "lost by the demo's VAE, before any translation. Metric definitions are in the stage's docstring and the table captions.")
-    return Section(
+    columns = [results[PHOTO], round_trip, sketch_images, *outputs.values(), truths]
+    return StageResult(
         task="illustrate",
         title="Uni-DlLoRA: identity-preserving photo -> illustration vs the style LoRA",
-        summary=summary,
-        tables=[Table(f"{len(names)} held-out photos at {RESOLUTION[1]}x{RESOLUTION[0]} px; IoU: output pixels labelled by the "
-                      "nearest true part colour, garment parts vs the true garment mask; colour error: mean colour inside the "
-                      "true garment mask vs the true illustration's", rows),
-                Table("per-image comparison of Uni-DlLoRA with the others", wins)],
-        images=[("photo / photo through the VAE alone / XDoG sketch / style-LoRA translation / Uni-DlLoRA / Uni-DlLoRA "
-                 "without adapters / true illustration", grid_path),
-                ("Uni-DlLoRA training sample: training photo / sketch / translation / true illustration",
-                 checkpoint.parent / "samples" / f"step-{cfg.train.max_steps:07d}.png"),
-                ("Uni-DlLoRA training loss (alternating illustration and real steps)", checkpoint.parent / "loss.png")],
-        config=yaml.safe_dump({"dual_lora": to_dict(cfg), "uni_dllora_sampling": PAPER,
-                               "style_lora_sampling": {**TRANSLATE, "prompt": PREFIX + "<photo caption>"}}, sort_keys=False),
-        checks=checks,
+        summary=illustrate_summary(cfg, len(held.names), numbers),
+        tables=[Table(f"{len(held.names)} held-out photos at {RESOLUTION[1]}x{RESOLUTION[0]} px; IoU: output pixels labelled "
+                      "by the nearest true part colour, garment parts vs the true garment mask; colour error: mean colour "
+                      "inside the true garment mask vs the true illustration's", rows),
+                Table("per-image comparison of Uni-DlLoRA with the others", win_rows(numbers, len(held.names)))],
+        checks=illustrate_checks(numbers),
+        figures=[Figure("photo / photo through the VAE alone / XDoG sketch / style-LoRA translation / Uni-DlLoRA / Uni-DlLoRA "
+                        "without adapters / true illustration", ctx.out / "illustrate" / "comparison.png",
+                        grid=[[column[i] for column in columns] for i in spread(range(len(held.names)), GRID_ROWS)]),
+                 Figure("Uni-DlLoRA training sample: training photo / sketch / translation / true illustration",
+                        checkpoint.parent / "samples" / f"step-{cfg.train.max_steps:07d}.png"),
+                 Figure("Uni-DlLoRA training loss (alternating illustration and real steps)", checkpoint.parent / "loss.png")],
+        config={"dual_lora": cfg, "uni_dllora_sampling": PAPER,
+                "style_lora_sampling": {**TRANSLATE, "prompt": PREFIX + "<photo caption>"}},
     )

@@ -12,7 +12,6 @@ to 256x176 as CFLD does; SSIM/PSNR need no weights, LPIPS/FID appear only where 
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -22,9 +21,9 @@ from PIL import Image, ImageDraw
 from atelier.config import ModelConfig, TrainConfig, to_dict
 from atelier.data.pairs import PosePairs, load_pairs
 from atelier.data.pose import BONES, FRAME_HW, draw_skeleton, missing_mask
-from atelier.demo.base import RESOLUTION, ensure_base
-from atelier.demo.context import STAMP, DemoContext, cached
-from atelier.demo.report import Section, Table
+from atelier.demo.base import ensure_base
+from atelier.demo.context import RESOLUTION, DemoContext, cached
+from atelier.demo.results import Figure, StageResult, Table, beats, spread
 from atelier.methods.cfld.network import tiny_cfld_config
 from atelier.methods.cfld.train import PoseConfig, PoseDataConfig, PoseSampleConfig, PoseTask
 from atelier.training.losses import DiffusionLossConfig
@@ -41,7 +40,7 @@ def pose_config(ctx: DemoContext, base_dir: Path) -> PoseConfig:
         cfld=tiny_cfld_config(),
         data=PoseDataConfig(root=str(ctx.data / "deepfashion"), image_size=RESOLUTION, appearance_size=RESOLUTION,
                             pose_size=RESOLUTION, cache=True),
-        train=TrainConfig(max_steps=ctx.steps(300, 10), batch_size=8, optimizer="adam", lr=1e-3, weight_decay=0.0,
+        train=TrainConfig(max_steps=ctx.pick(300, 2), batch_size=ctx.pick(8, 2), optimizer="adam", lr=1e-3, weight_decay=0.0,
                           warmup_steps=20, lr_schedule="cosine", checkpoint_every=100, log_every=10),
         loss=DiffusionLossConfig(timestep_sampling="cubic"),
         sample=PoseSampleConfig(steps=SAMPLING["steps"], scheduler=SAMPLING["scheduler"]),
@@ -50,16 +49,12 @@ def pose_config(ctx: DemoContext, base_dir: Path) -> PoseConfig:
 
 def ensure_pose_run(ctx: DemoContext) -> tuple[Path, PoseConfig]:
     """The trained tiny CFLD's run folder, cached under OUT/pose/run."""
-    from atelier.training.loop import train
-
     cfg = pose_config(ctx, ensure_base(ctx))
 
     def build(folder: Path) -> None:
-        task = PoseTask(cfg)
-        ctx.timed("train CFLD", lambda: train(task, cfg.train, folder, config=cfg))
+        ctx.train("train CFLD", lambda: PoseTask(cfg), cfg, folder)
 
-    base_stamp = json.loads((ctx.out / "base" / STAMP).read_text())  # a retrained base invalidates the run too
-    return cached(ctx.out / "pose" / "run", {"config": to_dict(cfg), "base": base_stamp}, build), cfg
+    return cached(ctx.out / "pose" / "run", {"config": to_dict(cfg), **ctx.stamps("base")}, build), cfg
 
 
 def _colour_along(pixels: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
@@ -96,7 +91,7 @@ def paint_colours(source: Image.Image, source_keypoints: np.ndarray, target_keyp
     return canvas
 
 
-def _write_methods(ctx: DemoContext, model, pairs: PosePairs) -> dict[str, Path]:
+def _write_methods(ctx: DemoContext, model, pairs: PosePairs, sampling: dict) -> dict[str, Path]:
     """Outputs of CFLD and both baselines for every test pair, one folder per method (rewritten each run)."""
     from atelier.data.transforms import open_rgb
     from atelier.methods.cfld.sample import output_name, transfer_pairs
@@ -106,7 +101,7 @@ def _write_methods(ctx: DemoContext, model, pairs: PosePairs) -> dict[str, Path]
     for folder in folders.values():
         shutil.rmtree(folder, ignore_errors=True)
     indices = list(range(len(pairs)))
-    batches = transfer_pairs(model, pairs, indices, batch_size=40, **SAMPLING)
+    batches = transfer_pairs(model, pairs, indices, batch_size=40, **sampling)
     for items, images in ctx.timed("sample test pairs", lambda: list(batches)):
         for item, image in zip(items, images):
             save_image(image, folders["cfld"] / output_name(item.source_name, item.target_name))
@@ -119,40 +114,49 @@ def _write_methods(ctx: DemoContext, model, pairs: PosePairs) -> dict[str, Path]
     return folders
 
 
-def _grid(ctx: DemoContext, pairs: PosePairs, folders: dict[str, Path], rows: int = 8) -> Path:
-    """source / target pose / CFLD / ground truth / colour-painting baseline for test pairs of several identities."""
+def _grid(pairs: PosePairs, folders: dict[str, Path], rows: int = 8) -> list[list[Image.Image]]:
+    """source / target pose / CFLD / ground truth / colour-painting baseline (the grid's rows) for test pairs of
+    several identities, one column per pair."""
     from atelier.data.transforms import open_rgb
     from atelier.methods.cfld.sample import output_name
-    from atelier.utils.images import make_grid
-    from atelier.utils.io import save_image
 
     table = []
-    for source, target in pairs.pairs[:: max(1, len(pairs) // rows)][:rows]:  # spread over the test identities
+    for source, target in spread(pairs.pairs, rows):  # spread over the test identities
         skeleton = Image.fromarray(draw_skeleton(pairs.split.annotations[target], (256, 176), pairs.split.frame_hw))
         name = output_name(source, target)
         table.append([open_rgb(pairs.split.image_dir / source), skeleton, open_rgb(folders["cfld"] / name),
                       open_rgb(pairs.split.image_dir / target), open_rgb(folders["paint_colours"] / name)])
-    path = ctx.out / "pose" / "test_grid.png"
-    save_image(make_grid(list(map(list, zip(*table))), cell=(88, 128)), path)  # one column per pair
-    return path
+    return list(map(list, zip(*table)))
 
 
 def _shown(value: float | None) -> float | str:
     return "absent" if value is None else value
 
 
-def run_pose(ctx: DemoContext) -> Section:
-    """Train (or reuse) the tiny CFLD, transfer every test pair, score it and both baselines with the cfld protocol."""
-    import yaml
+def pose_summary(cfg: PoseConfig, count: int, ssim: dict[str, float], psnr: dict[str, float]) -> str:
+    """The stage's paragraph: the model, its training, the scores beside both baselines."""
+    return (f"A tiny CFLD (Swin {cfg.cfld.appearance.depths} x {cfg.cfld.appearance.embed_dim}, {cfg.cfld.num_queries} "
+            f"queries, query biases on all 4 up-block transformers, pose adapter; UNet to_k/to_v of the up-block "
+            f"cross-attentions trained, as the paper) trained {cfg.train.max_steps} steps on the tiny base at "
+            f"{RESOLUTION[1]}x{RESOLUTION[0]}, scored on {count} test pairs of held-out identities with the cfld "
+            f"protocol (outputs resized to 256x176). SSIM {ssim['cfld']:.4f} vs {ssim['copy_source']:.4f} for copying "
+            f"the source and {ssim['paint_colours']:.4f} for painting its colours on the target skeleton; PSNR "
+            f"{psnr['cfld']:.2f} vs {psnr['copy_source']:.2f} and {psnr['paint_colours']:.2f} dB. At this size the "
+            f"outputs are blurred figures in the target pose that carry little of the garments' colours (the tiny base "
+            f"itself draws at that level).")
 
+
+def run_pose(ctx: DemoContext) -> StageResult:
+    """Train (or reuse) the tiny CFLD, transfer every test pair, score it and both baselines with the cfld protocol."""
     from atelier.methods.cfld.model import load_pose_model
     from atelier.metrics.evaluate import evaluate
 
     run, cfg = ensure_pose_run(ctx)
     root = ctx.data / "deepfashion"
     split = load_pairs(root, "test")
-    pairs = PosePairs(split, RESOLUTION, RESOLUTION, RESOLUTION, max_pairs=24 if ctx.fast else None)
-    folders = _write_methods(ctx, load_pose_model(run), pairs)
+    pairs = PosePairs(split, RESOLUTION, RESOLUTION, RESOLUTION, max_pairs=ctx.pick(None, 4))
+    sampling = {**SAMPLING, "steps": ctx.pick(SAMPLING["steps"], 2)}
+    folders = _write_methods(ctx, load_pose_model(run), pairs, sampling)
     labels = {"cfld": "CFLD (tiny, trained here)", "copy_source": "baseline: copy the source image",
               "paint_colours": "baseline: source colours painted on the target skeleton"}
     reports = {name: ctx.timed(f"score {name}", lambda f=folder: evaluate("cfld", f, split.image_dir, root / "train_highres",
@@ -162,25 +166,16 @@ def run_pose(ctx: DemoContext) -> Section:
             for name, report in reports.items()]
     ssim = {name: report["metrics"]["ssim"] for name, report in reports.items()}
     psnr = {name: report["metrics"]["psnr"] for name, report in reports.items()}
-    checks = {"CFLD beats copying the source on SSIM (cfld protocol)": ssim["cfld"] > ssim["copy_source"]}
     missing = sorted({key for report in reports.values() for key in report["missing"] if key in METRICS})
-    summary = (f"A tiny CFLD (Swin {cfg.cfld.appearance.depths} x {cfg.cfld.appearance.embed_dim}, {cfg.cfld.num_queries} "
-               f"queries, query biases on all 4 up-block transformers, pose adapter; UNet to_k/to_v of the up-block "
-               f"cross-attentions trained, as the paper) trained {cfg.train.max_steps} steps on the tiny base at "
-               f"{RESOLUTION[1]}x{RESOLUTION[0]}, scored on {len(pairs)} test pairs of held-out identities with the cfld "
-               f"protocol (outputs resized to 256x176). SSIM {ssim['cfld']:.4f} vs {ssim['copy_source']:.4f} for copying "
-               f"the source and {ssim['paint_colours']:.4f} for painting its colours on the target skeleton; PSNR "
-               f"{psnr['cfld']:.2f} vs {psnr['copy_source']:.2f} and {psnr['paint_colours']:.2f} dB. At this size the "
-               f"outputs are blurred figures in the target pose that carry little of the garments' colours (the tiny base "
-               f"itself draws at that level)." + (f" Absent (weight files unavailable): {', '.join(missing)}." if missing else ""))
-    return Section(
+    return StageResult(
         task="pose",
         title="Pose transfer: CFLD on FashionSynth pairs",
-        summary=summary,
+        summary=pose_summary(cfg, len(pairs), ssim, psnr),
         tables=[Table(f"cfld protocol on {len(pairs)} test pairs (SSIM/PSNR higher is better, LPIPS/FID lower)", rows)],
-        images=[("test pairs, one column each: source / target pose / CFLD output / ground truth / colour-painting baseline",
-                 _grid(ctx, pairs, folders)),
-                ("CFLD training loss", run / "loss.png")],
-        config=yaml.safe_dump({"pose": to_dict(cfg), "sampling": SAMPLING}, sort_keys=False),
-        checks=checks,
+        checks=[beats("CFLD beats copying the source on SSIM (cfld protocol)", ssim["cfld"], ssim["copy_source"])],
+        figures=[Figure("test pairs, one column each: source / target pose / CFLD output / ground truth / colour-painting "
+                        "baseline", ctx.out / "pose" / "test_grid.png", grid=_grid(pairs, folders), cell=(88, 128)),
+                 Figure("CFLD training loss", run / "loss.png")],
+        config={"pose": cfg, "sampling": sampling},
+        notes=[f"Absent (weight files unavailable): {', '.join(missing)}."] if missing else [],
     )

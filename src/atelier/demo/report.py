@@ -1,34 +1,25 @@
-"""The demo's HTML report: one section per task, each with its numbers beside a baseline, pictures, plots, config."""
+"""The demo's HTML report: one section per stage result, each with its numbers beside a baseline, checks, pictures, config.
+
+Beside report.html: report.json (every number, check and margin), the stages' grids (saved here from their rows) and
+OUT/configs/<task>.yaml (the settings behind each stage's numbers, also shown in the report).
+"""
 
 from __future__ import annotations
 
 import html
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from atelier.utils.io import write_json, write_text
+from atelier.config import save_yaml
+from atelier.demo.results import Check, Figure, StageResult, Table
+from atelier.utils.images import make_grid
+from atelier.utils.io import save_image, write_json, write_text
 
-
-@dataclass
-class Table:
-    """A results table: rows of {column: value}; `caption` says what the numbers are and which way is better."""
-
-    caption: str
-    rows: list[dict[str, Any]]
-
-
-@dataclass
-class Section:
-    task: str
-    title: str
-    summary: str  # one paragraph: what ran, what was measured, the verdict
-    tables: list[Table] = field(default_factory=list)
-    images: list[tuple[str, Path]] = field(default_factory=list)  # (caption, path)
-    config: str = ""  # YAML text
-    timings: dict[str, float] = field(default_factory=dict)
-    checks: dict[str, bool] = field(default_factory=dict)  # named pass/fail claims (e.g. "beats baseline")
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f3f3f3}caption{text-align:left;font-style:italic;padding:4px 0}img{max-width:100%;image-rendering:pixelated}
+figure{margin:1em 0}.ok{color:#080}.bad{color:#b00}.margin{color:#666}pre{background:#f7f7f7;padding:8px;overflow:auto}"""
 
 
 def _cell(value: Any) -> str:
@@ -46,39 +37,62 @@ def _table_html(table: Table) -> str:
     return f"<table><caption>{html.escape(table.caption)}</caption><tr>{head}</tr>{body}</table>"
 
 
-def _section_html(section: Section, root: Path) -> str:
-    parts = [f"<section id='{section.task}'><h2>{html.escape(section.title)}</h2><p>{html.escape(section.summary)}</p>"]
-    if section.checks:
-        items = "".join(f"<li class='{'ok' if ok else 'bad'}'>{'PASS' if ok else 'FAIL'}: {html.escape(name)}</li>"
-                        for name, ok in section.checks.items())
-        parts.append(f"<ul class='checks'>{items}</ul>")
-    parts += [_table_html(t) for t in section.tables]
-    for caption, path in section.images:
-        rel = Path(path).resolve().relative_to(root.resolve()) if Path(path).resolve().is_relative_to(root.resolve()) else path
-        parts.append(f"<figure><img src='{html.escape(str(rel))}'><figcaption>{html.escape(caption)}</figcaption></figure>")
-    if section.timings:
-        rows = [{"step": k, "seconds": round(v, 1)} for k, v in section.timings.items()]
+def _checks_html(checks: list[Check]) -> str:
+    items = "".join(f"<li class='{'ok' if check.passed else 'bad'}'>{'PASS' if check.passed else 'FAIL'}: "
+                    f"{html.escape(check.claim)}{_margin_html(check.margin)}</li>" for check in checks)
+    return f"<ul class='checks'>{items}</ul>" if checks else ""
+
+
+def _margin_html(margin: str) -> str:
+    return f" <span class='margin'>(margin: {html.escape(margin)})</span>" if margin else ""
+
+
+def _figure_html(figure: Figure, root: Path) -> str:
+    if figure.grid is not None:  # the stage handed over the rows; the picture is made here
+        save_image(make_grid(figure.grid, cell=figure.cell), figure.path)
+    path = Path(figure.path).resolve()
+    shown = path.relative_to(root.resolve()) if path.is_relative_to(root.resolve()) else figure.path
+    return f"<figure><img src='{html.escape(str(shown))}'><figcaption>{html.escape(figure.caption)}</figcaption></figure>"
+
+
+def _config_html(result: StageResult, root: Path) -> str:
+    if not result.config:
+        return ""
+    path = root / "configs" / f"{result.task}.yaml"
+    save_yaml(result.config, path)
+    return (f"<details><summary>config (<a href='configs/{html.escape(path.name)}'>{html.escape(path.name)}</a>)</summary>"
+            f"<pre>{html.escape(path.read_text(encoding='utf-8'))}</pre></details>")
+
+
+def _section_html(result: StageResult, root: Path) -> str:
+    parts = [f"<section id='{result.task}'><h2>{html.escape(result.title)}</h2><p>{html.escape(result.summary)}</p>"]
+    parts += [f"<p class='note'>Note: {html.escape(note)}</p>" for note in result.notes]
+    parts.append(_checks_html(result.checks))
+    parts += [_table_html(table) for table in result.tables]
+    parts += [_figure_html(figure, root) for figure in result.figures]
+    if result.timings:
+        rows = [{"step": name, "seconds": round(seconds, 1)} for name, seconds in result.timings.items()]
         parts.append(_table_html(Table("timings (2-core CPU unless stated)", rows)))
-    if section.config:
-        parts.append(f"<details><summary>config</summary><pre>{html.escape(section.config)}</pre></details>")
+    parts.append(_config_html(result, root))
     parts.append("</section>")
-    return "\n".join(parts)
+    return "\n".join(part for part in parts if part)
 
 
-STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
-th{background:#f3f3f3}caption{text-align:left;font-style:italic;padding:4px 0}img{max-width:100%;image-rendering:pixelated}
-figure{margin:1em 0}.ok{color:#080}.bad{color:#b00}pre{background:#f7f7f7;padding:8px;overflow:auto}"""
+def _numbers(result: StageResult) -> dict[str, Any]:
+    """A stage's entry in report.json."""
+    return {"title": result.title, "summary": result.summary, "notes": result.notes,
+            "checks": {check.claim: check.passed for check in result.checks},
+            "margins": {check.claim: check.margin for check in result.checks}, "timings": result.timings,
+            "tables": [{"caption": table.caption, "rows": table.rows} for table in result.tables]}
 
 
-def write_report(sections: list[Section], folder: Path, header: str) -> Path:
-    """Write report.html and report.json (all numbers) into `folder`; return the HTML path."""
-    body = "\n".join(_section_html(s, folder) for s in sections)
-    toc = " · ".join(f"<a href='#{s.task}'>{html.escape(s.title)}</a>" for s in sections)
+def write_report(results: list[StageResult], folder: Path, header: str) -> Path:
+    """Write report.html, report.json and the stages' grids and configs into `folder`; return the HTML path."""
+    body = "\n".join(_section_html(result, folder) for result in results)
+    toc = " · ".join(f"<a href='#{result.task}'>{html.escape(result.title)}</a>" for result in results)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>atelier demo</title><style>{STYLE}</style></head>"
             f"<body><h1>atelier demo report</h1><p>{html.escape(header)}</p><p>{toc}</p>{body}</body></html>")
     write_text(folder / "report.html", page)
-    numbers = {s.task: {"title": s.title, "summary": s.summary, "checks": s.checks, "timings": s.timings,
-                        "tables": [{"caption": t.caption, "rows": t.rows} for t in s.tables]} for s in sections}
+    numbers = {result.task: _numbers(result) for result in results}
     write_json(folder / "report.json", json.loads(json.dumps(numbers, default=str)))
     return folder / "report.html"

@@ -22,7 +22,6 @@ same translation without the LoRA; margins and per-image win counts are reported
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +29,13 @@ import torch
 from PIL import Image
 
 from atelier.config import ModelConfig, TrainConfig, to_dict
-from atelier.demo.base import RESOLUTION, ensure_base
-from atelier.demo.context import STAMP, DemoContext, cached
-from atelier.demo.report import Section, Table
+from atelier.demo.base import ensure_base
+from atelier.demo.context import RESOLUTION, DemoContext, cached
+from atelier.demo.heldout import HeldOut, heldout_names
+from atelier.demo.results import Check, Figure, StageResult, Table, all_of, beats, spread
 from atelier.methods.style.train import StyleLoraConfig
 from atelier.methods.style.train_adapter import ImageAdapterConfig
+from atelier.metrics.per_image import closeness, psnr_per_image
 from atelier.training.losses import DiffusionLossConfig
 from atelier.training.tasks.autoencoder import ImageFolderConfig
 from atelier.training.tasks.text2img import CaptionedDataConfig, SampleConfig
@@ -56,20 +57,21 @@ PHOTO, PHOTO_VAE, PLAIN, STYLED, INV_PLAIN, INV_STYLED, DETAIL, ADAPTED, CEILING
 def style_configs(ctx: DemoContext, data: Path, base: Path) -> tuple[StyleLoraConfig, ImageAdapterConfig]:
     """The style LoRA (illustrations of training identities) and image adapter (training photos) configs."""
     style = data / "style"
-    lora_steps, adapter_steps = ctx.steps(200, 10), ctx.steps(100, 10)
+    lora_steps, adapter_steps, batch = ctx.pick(200, 2), ctx.pick(100, 2), ctx.pick(16, 2)
     lora = StyleLoraConfig(
         model=ModelConfig(base=str(base)),
         data=CaptionedDataConfig(root=str(style / "illustration"), list_file=str(style / "train.lst"), caption_prefix=PREFIX,
                                  resolution=RESOLUTION, flip=True),
-        train=TrainConfig(max_steps=lora_steps, batch_size=16, lr=3e-3, lr_schedule="cosine", warmup_steps=10,
+        train=TrainConfig(max_steps=lora_steps, batch_size=batch, lr=3e-3, lr_schedule="cosine", warmup_steps=10,
                           weight_decay=0.0, checkpoint_every=100, log_every=5, sample_every=lora_steps),
         loss=DiffusionLossConfig(train_strength=0.3),
-        sample=SampleConfig(prompts=[PREFIX + "a woman wearing a red dress", PREFIX + "a man wearing a blue top and black trousers"]),
+        sample=SampleConfig(prompts=[PREFIX + "a woman wearing a red dress", PREFIX + "a man wearing a blue top and black trousers"],
+                            steps=ctx.pick(SampleConfig.steps, 2)),
     )
     adapter = ImageAdapterConfig(
         model=ModelConfig(base=str(base)),
         data=ImageFolderConfig(roots=[str(data / "deepfashion" / "train_highres")], resolution=RESOLUTION),
-        train=TrainConfig(max_steps=adapter_steps, batch_size=16, lr=1e-3, lr_schedule="cosine", warmup_steps=10,
+        train=TrainConfig(max_steps=adapter_steps, batch_size=batch, lr=1e-3, lr_schedule="cosine", warmup_steps=10,
                           weight_decay=0.0, checkpoint_every=100, log_every=5),
     )
     return lora, adapter
@@ -79,30 +81,15 @@ def ensure_style_models(ctx: DemoContext) -> tuple[Path, Path, StyleLoraConfig, 
     """Train (or reuse) the style LoRA and the image adapter; return their folders and configs."""
     from atelier.methods.style.train import StyleLoraTask
     from atelier.methods.style.train_adapter import ImageAdapterTask
-    from atelier.training.loop import train
 
-    base = ensure_base(ctx)
-    lora_cfg, adapter_cfg = style_configs(ctx, ctx.data, base)
+    lora_cfg, adapter_cfg = style_configs(ctx, ctx.data, ensure_base(ctx))
 
     def build(folder: Path) -> None:
-        lora_task = StyleLoraTask(lora_cfg)
-        ctx.timed("train style LoRA", lambda: train(lora_task, lora_cfg.train, folder / "lora", config=lora_cfg))
-        adapter_task = ImageAdapterTask(adapter_cfg)
-        ctx.timed("train image adapter", lambda: train(adapter_task, adapter_cfg.train, folder / "adapter", config=adapter_cfg))
+        ctx.train("train style LoRA", lambda: StyleLoraTask(lora_cfg), lora_cfg, folder / "lora")
+        ctx.train("train image adapter", lambda: ImageAdapterTask(adapter_cfg), adapter_cfg, folder / "adapter")
 
-    base_stamp = json.loads((ctx.out / "base" / STAMP).read_text())
-    cached(ctx.out / "style", {"lora": to_dict(lora_cfg), "adapter": to_dict(adapter_cfg), "base": base_stamp}, build)
+    cached(ctx.out / "style", {"lora": to_dict(lora_cfg), "adapter": to_dict(adapter_cfg), **ctx.stamps("base")}, build)
     return ctx.out / "style" / "lora" / "final", ctx.out / "style" / "adapter" / "final", lora_cfg, adapter_cfg
-
-
-def closeness(images: list[Image.Image], truths: list[Image.Image]) -> dict[str, np.ndarray]:
-    """Per-image PSNR (dB), SSIM (Gaussian window) and mean absolute error (0-255) of images against the truths."""
-    from atelier.metrics.ssim import psnr, ssim
-
-    generated = np.stack([np.asarray(image.convert("RGB")) for image in images]).transpose(0, 3, 1, 2)
-    reference = np.stack([np.asarray(truth.convert("RGB")) for truth in truths]).transpose(0, 3, 1, 2)
-    error = np.abs(generated.astype(np.float64) - reference.astype(np.float64)).mean(axis=(1, 2, 3))
-    return {"psnr": psnr(generated, reference), "ssim": ssim(generated, reference), "mae": error}
 
 
 def translations(ctx: DemoContext, base: Path, lora: Path, adapter: Path, photos: torch.Tensor, truth_tensors: torch.Tensor,
@@ -116,7 +103,7 @@ def translations(ctx: DemoContext, base: Path, lora: Path, adapter: Path, photos
     plain, _ = load_style_model(str(base))
     # unfused: the inversion runs the base model with the LoRA switched off
     styled, image_adapter = load_style_model(str(base), str(lora), image_adapter=str(adapter), speed=SpeedConfig(fuse_lora=False))
-    steps = ctx.steps(TRANSLATE["steps"], 10)
+    steps = ctx.pick(TRANSLATE["steps"], 5)  # --fast: 5 steps, so even strength 0.2 runs one
 
     def run(components, settings: dict, scale: float = 0.0, **options) -> list[Image.Image]:
         # the adapter at scale 0 is exactly the UNet without it (tests/test_translate.py), so one model serves both
@@ -142,9 +129,26 @@ def margin(styled: np.ndarray, other: np.ndarray) -> str:
     return f"{float((styled - other).mean()):+.2f} dB, higher on {int((styled > other).sum())}/{len(styled)}"
 
 
+def style_checks(raw: dict[str, np.ndarray], vae: dict[str, np.ndarray]) -> list[Check]:
+    """The stage's claims on mean PSNR: against the true illustration (raw) and against it through the VAE (vae)."""
+    def wins(name: str, table: dict[str, np.ndarray], ours: str, other: str) -> Check:
+        return beats(name, float(table[ours].mean()), float(table[other].mean()), unit=" dB", digits=2)
+
+    return [
+        wins("LoRA translation (inversion + restore detail) closer to the true illustration than the raw untranslated photo "
+             "(mean PSNR)", raw, DETAIL, PHOTO),
+        wins("LoRA translation (inversion) closer than the untranslated photo through the same VAE (mean PSNR vs truth "
+             "through the VAE)", vae, INV_STYLED, PHOTO_VAE),
+        all_of("LoRA translation closer than the same translation without the LoRA (mean PSNR, both measures, inversion "
+               "and SDEdit)", [wins(f"{method} vs {measure}", table, ours, other)
+                               for measure, table in (("truth", raw), ("truth through the VAE", vae))
+                               for method, ours, other in (("inversion", INV_STYLED, INV_PLAIN), ("SDEdit", STYLED, PLAIN))]),
+    ]
+
+
 def score_tables(scores: Scores, sweep: dict[float, list[Image.Image]], rendered: list[Image.Image],
-                 truths: list[Image.Image], count: int) -> tuple[list[Table], dict[str, bool]]:
-    """The closeness, margin and sweep tables, and the pass/fail claims."""
+                 truths: list[Image.Image], count: int) -> list[Table]:
+    """The closeness, margin and sweep tables."""
     rows = [{"images": method, "PSNR dB": float(raw["psnr"].mean()), "SSIM": float(raw["ssim"].mean()), "MAE": float(raw["mae"].mean()),
              "PSNR dB (vs truth through VAE)": float(vae["psnr"].mean()), "SSIM (vs truth through VAE)": float(vae["ssim"].mean()),
              "MAE (vs truth through VAE)": float(vae["mae"].mean())} for method, (raw, vae) in scores.items()]
@@ -155,73 +159,57 @@ def score_tables(scores: Scores, sweep: dict[float, list[Image.Image]], rendered
     margins = [{"translation": ours, "vs": other, "PSNR vs true illustration": margin(raw[ours], raw[other]) if on_raw else "-",
                 "PSNR vs truth through the VAE": margin(vae[ours], vae[other]) if on_vae else "-"}
                for ours, other, on_raw, on_vae in compared]
-    sweep_rows = [{"inversion strength, with the LoRA": strength, "PSNR dB vs true illustration": float(closeness(images, truths)["psnr"].mean()),
-                   "PSNR dB vs truth through VAE": float(closeness(images, rendered)["psnr"].mean())}
+    sweep_rows = [{"inversion strength, with the LoRA": strength, "PSNR dB vs true illustration": float(psnr_per_image(images, truths).mean()),
+                   "PSNR dB vs truth through VAE": float(psnr_per_image(images, rendered).mean())}
                   for strength, images in sorted(sweep.items())]
-    tables = [Table(f"closeness to the true illustration ({count} held-out photos, {RESOLUTION[1]}x{RESOLUTION[0]} px; PSNR and "
-                    "SSIM higher is better, MAE on 0-255 lower is better)", rows),
-              Table("margins (mean per-image PSNR difference; images where the first is higher)", margins),
-              Table("inversion strength sweep (with the LoRA, same prompts)", sweep_rows)]
-    checks = {
-        "LoRA translation (inversion + restore detail) closer to the true illustration than the raw untranslated photo (mean PSNR)":
-            bool(raw[DETAIL].mean() > raw[PHOTO].mean()),
-        "LoRA translation (inversion) closer than the untranslated photo through the same VAE (mean PSNR vs truth through the VAE)":
-            bool(vae[INV_STYLED].mean() > vae[PHOTO_VAE].mean()),
-        "LoRA translation closer than the same translation without the LoRA (mean PSNR, both measures, inversion and SDEdit)":
-            all(table[ours].mean() > table[other].mean() for table in (raw, vae) for ours, other in ((INV_STYLED, INV_PLAIN), (STYLED, PLAIN))),
-    }
-    return tables, checks
+    return [Table(f"closeness to the true illustration ({count} held-out photos, {RESOLUTION[1]}x{RESOLUTION[0]} px; PSNR and "
+                  "SSIM higher is better, MAE on 0-255 lower is better)", rows),
+            Table("margins (mean per-image PSNR difference; images where the first is higher)", margins),
+            Table("inversion strength sweep (with the LoRA, same prompts)", sweep_rows)]
 
 
-def run_style(ctx: DemoContext) -> Section:
+def style_summary(lora_cfg: StyleLoraConfig, count: int, raw: dict[str, np.ndarray], vae: dict[str, np.ndarray]) -> str:
+    """The stage's paragraph: what was trained and translated, the headline and its baselines."""
+    return (f"A style LoRA (r 8, alpha 16, {lora_cfg.train.max_steps} steps) learned FashionSynth's illustration style from the "
+            f"training identities' illustrations; the {count} photos of held-out identities were translated and scored "
+            f"against their true illustrations at {RESOLUTION[1]}x{RESOLUTION[0]} px. Headline: DDIM inversion of the photo by "
+            f"the base model to strength {INVERT['strength']}, then {INVERT['steps']}-step DDIM sampling with the LoRA (guidance "
+            f"{INVERT['guidance_scale']}), plus restored detail: {raw[DETAIL].mean():.2f} dB PSNR vs {raw[PHOTO].mean():.2f} dB for "
+            f"the untranslated photo ({margin(raw[DETAIL], raw[PHOTO])}). Without restored detail, against the truth through the "
+            f"VAE (which removes the codec's shared loss): {vae[INV_STYLED].mean():.2f} dB vs {vae[PHOTO_VAE].mean():.2f} dB for the "
+            f"photo through the VAE ({margin(vae[INV_STYLED], vae[PHOTO_VAE])}) and {vae[INV_PLAIN].mean():.2f} dB without the LoRA "
+            f"({margin(vae[INV_STYLED], vae[INV_PLAIN])}). The recipe's SDEdit (strength {TRANSLATE['strength']}, random noise) "
+            f"also gains from the LoRA ({margin(vae[STYLED], vae[PLAIN])} through the VAE) but loses detail to the noise: "
+            f"{vae[STYLED].mean():.2f} dB, below the photo through the VAE ({margin(vae[STYLED], vae[PHOTO_VAE])}).")
+
+
+def run_style(ctx: DemoContext) -> StageResult:
     """Train (or reuse) the style LoRA and adapter, translate held-out photos and score them against the truth."""
-    import yaml
-
-    from atelier.data.transforms import load_image_tensor, open_rgb, resize_image
-    from atelier.utils.images import make_grid
-    from atelier.utils.io import save_image
-
     lora, adapter, lora_cfg, adapter_cfg = ensure_style_models(ctx)
-    style = ctx.data / "style"
-    names = [line.strip() for line in (style / "test.lst").read_text().splitlines() if line.strip()][: 8 if ctx.fast else None]
-    photos, truth_tensors = (torch.stack([load_image_tensor(style / kind / name, RESOLUTION) for name in names])
-                             for kind in ("photo", "illustration"))
-    truths = [resize_image(open_rgb(style / "illustration" / name), RESOLUTION) for name in names]
-    prompts = [PREFIX + (style / "photo" / name).with_suffix(".txt").read_text().strip() for name in names]
-    headline, sweep = translations(ctx, ensure_base(ctx), lora, adapter, photos, truth_tensors, prompts)
+    held = HeldOut(ctx.data, heldout_names(ctx.data)[: ctx.pick(None, 4)])
+    truths = held.images("illustration")
+    headline, sweep = translations(ctx, ensure_base(ctx), lora, adapter, held.tensors("photo"), held.tensors("illustration"),
+                                   held.captions(PREFIX))
     rendered = headline[CEILING]
-    results = {PHOTO: [resize_image(open_rgb(style / "photo" / name), RESOLUTION) for name in names], **headline}
+    results = {PHOTO: held.images("photo"), **headline}
     scores = {method: (closeness(images, truths), closeness(images, rendered)) for method, images in results.items()}
-    tables, checks = score_tables(scores, sweep, rendered, truths, len(names))
-    grid_path = ctx.out / "style" / "translations.png"
-    columns = [results[m] for m in (PHOTO, STYLED, INV_PLAIN, INV_STYLED, DETAIL, CEILING)] + [truths]
-    shown = range(0, len(names), max(1, len(names) // GRID_ROWS))[:GRID_ROWS]  # spread over identities, not 8 poses of 2
-    save_image(make_grid([[column[i] for column in columns] for i in shown], cell=(96, 128)), grid_path)
-
     raw, vae = ({method: pair[index]["psnr"] for method, pair in scores.items()} for index in (0, 1))
-    summary = (f"A style LoRA (r 8, alpha 16, {lora_cfg.train.max_steps} steps) learned FashionSynth's illustration style from the "
-               f"training identities' illustrations; the {len(names)} photos of held-out identities were translated and scored "
-               f"against their true illustrations at {RESOLUTION[1]}x{RESOLUTION[0]} px. Headline: DDIM inversion of the photo by "
-               f"the base model to strength {INVERT['strength']}, then {INVERT['steps']}-step DDIM sampling with the LoRA (guidance "
-               f"{INVERT['guidance_scale']}), plus restored detail: {raw[DETAIL].mean():.2f} dB PSNR vs {raw[PHOTO].mean():.2f} dB for "
-               f"the untranslated photo ({margin(raw[DETAIL], raw[PHOTO])}). Without restored detail, against the truth through the "
-               f"VAE (which removes the codec's shared loss): {vae[INV_STYLED].mean():.2f} dB vs {vae[PHOTO_VAE].mean():.2f} dB for the "
-               f"photo through the VAE ({margin(vae[INV_STYLED], vae[PHOTO_VAE])}) and {vae[INV_PLAIN].mean():.2f} dB without the LoRA "
-               f"({margin(vae[INV_STYLED], vae[INV_PLAIN])}). The recipe's SDEdit (strength {TRANSLATE['strength']}, random noise) "
-               f"also gains from the LoRA ({margin(vae[STYLED], vae[PLAIN])} through the VAE) but loses detail to the noise: "
-               f"{vae[STYLED].mean():.2f} dB, below the photo through the VAE ({margin(vae[STYLED], vae[PHOTO_VAE])}).")
-    return Section(
+    columns = [results[m] for m in (PHOTO, STYLED, INV_PLAIN, INV_STYLED, DETAIL, CEILING)] + [truths]
+    return StageResult(
         task="style",
         title="Style LoRA: photo -> illustration translation on FashionSynth",
-        summary=summary,
-        tables=tables,
-        images=[("held-out photo / SDEdit with the LoRA (recipe) / inversion without the LoRA / inversion with the LoRA / "
-                 "with restored detail / true illustration through the VAE / true illustration", grid_path),
-                ("text-to-image with the LoRA (training sample)", lora.parent / "samples" / f"step-{lora_cfg.train.max_steps:07d}.png"),
-                ("style LoRA training loss", lora.parent / "loss.png"), ("image adapter training loss", adapter.parent / "loss.png")],
-        config=yaml.safe_dump({"style_lora": to_dict(lora_cfg), "image_adapter": to_dict(adapter_cfg),
-                               "translate": {"sdedit": TRANSLATE, "inversion": INVERT, "image_cond_scale": IMAGE_COND_SCALE,
-                                             "prompt": PREFIX + "<photo caption>", "source_prompt": ""}},
-                              sort_keys=False),
-        checks=checks,
+        summary=style_summary(lora_cfg, len(held.names), raw, vae),
+        tables=score_tables(scores, sweep, rendered, truths, len(held.names)),
+        checks=style_checks(raw, vae),
+        figures=[Figure("held-out photo / SDEdit with the LoRA (recipe) / inversion without the LoRA / inversion with the LoRA / "
+                        "with restored detail / true illustration through the VAE / true illustration",
+                        ctx.out / "style" / "translations.png",
+                        grid=[[column[i] for column in columns] for i in spread(range(len(held.names)), GRID_ROWS)]),
+                 Figure("text-to-image with the LoRA (training sample)",
+                        lora.parent / "samples" / f"step-{lora_cfg.train.max_steps:07d}.png"),
+                 Figure("style LoRA training loss", lora.parent / "loss.png"),
+                 Figure("image adapter training loss", adapter.parent / "loss.png")],
+        config={"style_lora": lora_cfg, "image_adapter": adapter_cfg,
+                "translate": {"sdedit": TRANSLATE, "inversion": INVERT, "image_cond_scale": IMAGE_COND_SCALE,
+                              "prompt": PREFIX + "<photo caption>", "source_prompt": ""}},
     )
