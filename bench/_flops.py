@@ -101,7 +101,7 @@ def style_lora_flop_bound(components, resolution_hw: tuple[int, int]) -> dict:
         text_encoder = CLIPTextModel(components.text_encoder.config)
     pixels = torch.zeros(1, 3, *resolution_hw, device="meta")
     tokens = torch.zeros(1, 77, dtype=torch.long, device="meta")
-    scale = 2 ** (len(components.vae.config.block_out_channels) - 1)
+    scale = components.latent_scale
     with torch.no_grad():
         encode = count_flops(lambda: vae.encode(pixels).latent_dist.mean)
         text = count_flops(lambda: text_encoder(tokens))

@@ -33,6 +33,11 @@ SD_SCHEDULER_CONFIG: dict[str, Any] = {
 }
 
 
+def vae_scale(vae) -> int:
+    """Pixels per latent cell of a diffusers VAE: it halves the resolution between each pair of its blocks."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
 @dataclass
 class SDComponents:
     """The five parts of a Stable Diffusion 1.x model."""
@@ -46,7 +51,7 @@ class SDComponents:
     @property
     def latent_scale(self) -> int:
         """Pixels per latent cell (8 for SD 1.5, 4 for tiny)."""
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return vae_scale(self.vae)
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "SDComponents":
         for module in (self.unet, self.vae, self.text_encoder):

@@ -29,6 +29,7 @@ from typing import Callable, Literal
 
 import torch
 
+from atelier.diffusion.components import vae_scale
 from atelier.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ def apply_speed_to_vae(vae: torch.nn.Module, speed: SpeedConfig, device: torch.d
     sample_size = sample_size[0] if isinstance(sample_size, (list, tuple)) else sample_size
     tile = sample_size if speed.vae_tiling else max(sample_size, TILE_ABOVE)
     vae.tile_sample_min_size = tile
-    vae.tile_latent_min_size = tile // 2 ** (len(vae.config.block_out_channels) - 1)
+    vae.tile_latent_min_size = tile // vae_scale(vae)
     vae.enable_tiling()
     return vae
 

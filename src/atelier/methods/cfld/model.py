@@ -15,6 +15,7 @@ import torch
 
 from atelier.config import from_dict, read_yaml, save_yaml
 from atelier.data.pose import FRAME_HW
+from atelier.diffusion.components import vae_scale
 from atelier.diffusion.speed import SpeedConfig, apply_speed_to_unet, apply_speed_to_vae, cast, set_attention
 from atelier.errors import UserError
 from atelier.methods.cfld.network import CFLD, CFLDConfig
@@ -44,7 +45,7 @@ class PoseModel:
 
     @property
     def latent_scale(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return vae_scale(self.vae)
 
 
 def check_sizes(config: PoseModelConfig, latent_scale: int) -> tuple[int, int]:
