@@ -46,3 +46,26 @@ def run_command(module, argv: list[str]) -> int:
     module.add_parser(subparsers)
     args = parser.parse_args([next(iter(subparsers.choices)), *argv])
     return args.func(args)
+
+
+def cli_outcome(argv: list[str]) -> tuple[int, str]:
+    """Run `atelier ARGV` in this process; return (exit code, everything it printed to stdout and stderr).
+
+    An exception that escapes the CLI is not re-raised: it is returned as exit code -1 with its traceback in the text,
+    so a bad-input table can assert "no traceback" row by row."""
+    import contextlib
+    import io
+    import traceback
+
+    from atelier.cli import main
+
+    stream = io.StringIO()
+    with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+        try:
+            code = main(argv)
+        except SystemExit as exit_:  # argparse's own usage errors
+            code = exit_.code if isinstance(exit_.code, int) else 2
+        except BaseException:  # noqa: BLE001 - reported to the caller as a traceback, which the tables forbid
+            stream.write(traceback.format_exc())
+            code = -1
+    return code, stream.getvalue()
