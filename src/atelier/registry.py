@@ -16,6 +16,7 @@ from atelier.methods.cfld.train import PoseConfig, PoseTask
 from atelier.methods.style.train import StyleLoraConfig, StyleLoraTask
 from atelier.methods.style.train_adapter import ImageAdapterConfig, ImageAdapterTask
 from atelier.methods.unidllora.train import DualLoraConfig, DualLoraTask
+from atelier.training.recipe import BaseRecipeConfig, run_recipe
 from atelier.training.tasks.autoencoder import AutoencoderConfig, AutoencoderTask
 from atelier.training.tasks.text2img import Text2ImgConfig, Text2ImgTask
 
@@ -28,13 +29,19 @@ TASKS: dict[str, tuple[type, type]] = {
     "dual-lora": (DualLoraConfig, DualLoraTask),
 }
 
+# Multi-stage recipes: `atelier train` runs the function (config, run folder) instead of one task's loop.
+RECIPES: dict[str, tuple[type, Any]] = {
+    "fashionsynth-base": (BaseRecipeConfig, run_recipe),
+}
+
 
 def config_from_dict(data: dict[str, Any], source: str = "config") -> Any:
     """The typed config of the task named by data['task']."""
     task = data.get("task")
-    if task not in TASKS:
-        raise UserError(f"{source}: 'task' is {task!r}; expected one of {', '.join(TASKS)}")
-    return from_dict(TASKS[task][0], data, where="config")
+    known = {name: classes[0] for name, classes in (TASKS | RECIPES).items()}
+    if task not in known:
+        raise UserError(f"{source}: 'task' is {task!r}; expected one of {', '.join(known)}")
+    return from_dict(known[task], data, where="config")
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> Any:

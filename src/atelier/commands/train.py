@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 EPILOG = """examples:
+  atelier train configs/fashionsynth-base.yaml --out runs/fashionsynth-base     (the embedded base, every stage)
   atelier train configs/tiny-text2img.yaml data.root=runs/demo/data/style/photo --out runs/base
   atelier train configs/tiny-text2img.yaml train.lr=2e-4 train.max_steps=200 --out runs/base --resume
 overrides are dotted keys of the YAML (train.lr=1e-4); the resolved config is saved as RUN/config.yaml and in every
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     import shutil
 
     from atelier.errors import UserError
-    from atelier.registry import build_task, load_config
+    from atelier.registry import RECIPES, build_task, load_config
     from atelier.training.loop import train
 
     config = load_config(args.config, args.overrides)
@@ -36,6 +37,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.overwrite:
             raise UserError(f"run folder {run_dir} is not empty; pass --resume to continue it or --overwrite to start over")
         shutil.rmtree(run_dir)
+    if config.task in RECIPES:
+        release = RECIPES[config.task][1](config, run_dir)
+        print(f"trained {config.task}: every stage done in {run_dir}; released model: {release}")
+        return 0
     task = build_task(config)
     result = train(task, config.train, run_dir, resume=args.resume, config=config)
     print(f"trained {config.task}: {result.steps} steps, final loss {result.final_loss:.4f}, {result.seconds:.0f} s")

@@ -29,12 +29,14 @@ def task_names() -> list[str]:
     return list(_stages())
 
 
-def run_demo(out: str | Path = "runs/demo", tasks: list[str] | None = None, fast: bool = False) -> Path:
-    """Run the chosen demo stages (all by default) and write OUT/report.html; return its path."""
+def run_demo(out: str | Path = "runs/demo", tasks: list[str] | None = None, fast: bool = False,
+             from_scratch: bool = False) -> Path:
+    """Run the chosen demo stages (all by default) and write OUT/report.html; return its path. from_scratch: train the
+    tiny base here (at 64x48) instead of starting from the embedded FashionSynth base (at 96x64)."""
     import torch
 
     stages = _stages()
-    ctx = DemoContext(out=Path(out), fast=fast)
+    ctx = DemoContext(out=Path(out), fast=fast, from_scratch=from_scratch)
     ctx.out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     results = []
@@ -47,5 +49,6 @@ def run_demo(out: str | Path = "runs/demo", tasks: list[str] | None = None, fast
         result.timings["stage total"] = time.time() - stage_start
         results.append(result)
     header = (f"Ran {', '.join(r.task for r in results)} in {time.time() - started:.0f} s on {platform.machine()} "
-              f"({torch.get_num_threads()} threads, torch {torch.__version__}){' [--fast: wiring check, numbers not meaningful]' if fast else ''}.")
+              f"({torch.get_num_threads()} threads, torch {torch.__version__}){' [--fast: wiring check, numbers not meaningful]' if fast else ''}"
+              f"{' [--from-scratch: the tiny base trained in this run]' if from_scratch else ''}.")
     return write_report(results, ctx.out, header)

@@ -21,10 +21,10 @@ import torch
 from PIL import Image
 
 from atelier.config import ModelConfig, TrainConfig, to_dict
-from atelier.demo.context import DEMO_DATA, FAST_DATA, RESOLUTION, DemoContext, cached, ensure_data, synthesized
+from atelier.demo.context import DEMO_DATA, FAST_DATA, DemoContext, cached, ensure_data, synthesized
 from atelier.demo.heldout import HeldOut, heldout_attributes
 from atelier.demo.results import Check, Figure, StageResult, Table, all_of, beats
-from atelier.diffusion.components import SDComponents, build_tiny_components, load_components
+from atelier.diffusion.components import SDComponents, build_tiny_components, embedded_base_dir, load_components
 from atelier.diffusion.encode import encode_images, encode_prompts
 from atelier.metrics.per_image import colour_hit_rate, psnr_per_image
 from atelier.training.losses import DiffusionLossConfig
@@ -58,14 +58,14 @@ def base_configs(ctx: DemoContext, data: Path, vae_data: Path) -> tuple[Autoenco
     vae = AutoencoderConfig(
         model=ModelConfig(base="tiny"),
         data=ImageFolderConfig(roots=[str(vae_data / "style" / "photo"), str(vae_data / "style" / "illustration")],
-                               resolution=RESOLUTION),
+                               resolution=ctx.resolution),
         train=TrainConfig(max_steps=ctx.pick(2000, 2), batch_size=ctx.pick(4, 2), lr=2e-3, lr_schedule="cosine",
                           warmup_steps=50, weight_decay=0.0, checkpoint_every=500, log_every=20),
         loss=AutoencoderLossConfig(reconstruction="mse"),
         init=AutoencoderInitConfig(zero_residuals=True, posterior_logvar=-8.0),
     )
     unet = Text2ImgConfig(
-        data=CaptionedDataConfig(root=str(style / "photo"), list_file=str(style / "train.lst"), resolution=RESOLUTION, flip=True),
+        data=CaptionedDataConfig(root=str(style / "photo"), list_file=str(style / "train.lst"), resolution=ctx.resolution, flip=True),
         train=TrainConfig(max_steps=ctx.pick(700, 2), batch_size=ctx.pick(16, 2), lr=1e-3, lr_schedule="cosine",
                           warmup_steps=20, weight_decay=0.0, checkpoint_every=200, log_every=5),
         loss=DiffusionLossConfig(),
@@ -76,7 +76,13 @@ def base_configs(ctx: DemoContext, data: Path, vae_data: Path) -> tuple[Autoenco
 
 
 def ensure_base(ctx: DemoContext) -> Path:
-    """The trained tiny base model (a diffusers directory), cached under OUT/base."""
+    """The base model every stage starts from (a diffusers directory): the embedded FashionSynth base, its files checked
+    against their sha256; with --from-scratch the tiny base trained here, cached under OUT/base."""
+    if not ctx.from_scratch:
+        from atelier.diffusion.release import verify_release
+
+        verify_release(embedded_base_dir())
+        return embedded_base_dir()
     data = ensure_data(ctx)
     vae_cfg, unet_cfg = base_configs(ctx, data, ensure_vae_data(ctx))
 
@@ -114,22 +120,24 @@ def round_trip_rows(vae, held: HeldOut) -> list[dict]:
     from atelier.data.transforms import resize_image
     from atelier.utils.images import tensor_to_pil
 
-    grid = (RESOLUTION[0] // 4, RESOLUTION[1] // 4)
+    size = held.size_hw
+    grid = (size[0] // 4, size[1] // 4)
     rows = []
     for kind in ("photo", "illustration"):
         truths = held.images(kind)
         decoded = vae.decode(vae.encode(held.tensors(kind)).latent_dist.mean).sample
-        thumbnails = [resize_image(thumbnail, RESOLUTION) for thumbnail in held.images(kind, grid)]
+        thumbnails = [resize_image(thumbnail, size) for thumbnail in held.images(kind, grid)]
         rows.append({"held-out images": f"{kind}s",
                      VAE_PSNR: float(psnr_per_image(list(map(tensor_to_pil, decoded)), truths).mean()),
                      THUMBNAIL_PSNR: float(psnr_per_image(thumbnails, truths).mean())})
     return rows
 
 
-def loss_rows(trained: SDComponents, base_dir: Path, images: torch.Tensor, captions: list[str]) -> list[dict]:
+def loss_rows(trained: SDComponents, base_dir: Path, images: torch.Tensor, captions: list[str],
+              architecture: str = "tiny") -> list[dict]:
     """Held-out denoising loss of the trained UNet, the same UNet at initialisation and predicting zero noise."""
     untrained = load_components(base_dir)
-    untrained.unet = build_tiny_components(seed=0).unet  # same VAE/text encoder, UNet at initialisation
+    untrained.unet = build_tiny_components(seed=0, architecture=architecture).unet  # same VAE/text encoder, UNet at init
     return [
         {"model": "trained UNet", LOSS: heldout_denoising_loss(trained, images, captions)},
         {"model": "untrained UNet (initial weights)", LOSS: heldout_denoising_loss(untrained, images, captions)},
@@ -175,10 +183,10 @@ def base_checks(n: dict[str, float]) -> list[Check]:
     ]
 
 
-def base_summary(unet_parameters: int, count: int, n: dict[str, float]) -> str:
+def base_summary(unet_parameters: int, count: int, n: dict[str, float], resolution: tuple[int, int]) -> str:
     """The stage's paragraph: what was trained, on what it was scored, every headline number."""
     return (f"The tiny base model ({unet_parameters / 1e6:.2f}M-parameter UNet, "
-            f"VAE with 4x downsampling, {RESOLUTION[1]}x{RESOLUTION[0]} px) trained on FashionSynth training photos; "
+            f"VAE with 4x downsampling, {resolution[1]}x{resolution[0]} px) trained on FashionSynth training photos; "
             f"scored on {count} photos of held-out identities. The VAE's round trip reaches {n['photo_vae']:.1f} dB PSNR on "
             f"photos and {n['drawing_vae']:.1f} dB on illustrations ({n['photo_thumb']:.1f} and {n['drawing_thumb']:.1f} dB "
             f"for 16x12 thumbnails). Held-out denoising MSE {n['trained_loss']:.4f} vs "
@@ -193,28 +201,28 @@ def run_base(ctx: DemoContext) -> StageResult:
 
     base_dir = ensure_base(ctx)
     rows = heldout_attributes(ctx.data)[: ctx.pick(40, 4)]
-    held = HeldOut(ctx.data, [row["name"] for row in rows])
+    held = HeldOut(ctx.data, [row["name"] for row in rows], ctx.resolution)
     captions, colours = held.captions(), [{garment["colour"] for garment in row["garments"]} for row in rows]
     images, truths = held.tensors("photo"), held.originals("photo")
 
     trained = load_components(base_dir)
     vae_rows = round_trip_rows(trained.vae, held)
-    losses = loss_rows(trained, base_dir, images, captions)
+    losses = loss_rows(trained, base_dir, images, captions, "tiny" if ctx.from_scratch else "small")
 
     def sample(prompts: list[str]) -> list[Image.Image]:
-        return generate(trained, prompts, size_hw=RESOLUTION, steps=ctx.pick(20, 2), guidance_scale=3.0, seed=7,
+        return generate(trained, prompts, size_hw=ctx.resolution, steps=ctx.pick(20, 2), guidance_scale=3.0, seed=7,
                         show_progress=False).images
 
     with_caption = ctx.timed("sample held-out captions", lambda: sample(captions))
     blind = sample([""] * len(captions))
     hits = colour_rows(with_caption, blind, truths, colours)
-    small = [truth.resize((RESOLUTION[1], RESOLUTION[0]), Image.BICUBIC) for truth in truths[:10]]
+    small = [truth.resize((ctx.resolution[1], ctx.resolution[0]), Image.BICUBIC) for truth in truths[:10]]
     vae_cfg, unet_cfg = base_configs(ctx, ctx.data, ctx.out / "vae-data")
     numbers = headline(vae_rows, losses, hits)
     return StageResult(
         task="base",
         title="Tiny base model: text-to-image on FashionSynth",
-        summary=base_summary(sum(p.numel() for p in trained.unet.parameters()), len(rows), numbers),
+        summary=base_summary(sum(p.numel() for p in trained.unet.parameters()), len(rows), numbers, ctx.resolution),
         tables=[Table(f"VAE round trip of held-out identities ({len(rows)} photos and their illustrations)", vae_rows),
                 Table("held-out denoising loss (10 fixed timesteps, fixed noise)", losses),
                 Table("garment colour fidelity on held-out captions (dominant FashionSynth palette colour of the figure)", hits)],

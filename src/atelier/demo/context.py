@@ -21,7 +21,9 @@ from atelier.utils.io import write_json
 logger = logging.getLogger(__name__)
 
 STAMP = ".atelier-stamp.json"
-RESOLUTION = (64, 48)  # (H, W) of every demo model: FashionSynth's 176x256 photos at 1/4 scale, latents 16x12
+# (H, W) of every demo model: the embedded base's 96x64 (latents 24x16), or with --from-scratch the tiny base's 64x48
+# (FashionSynth's 176x256 photos at 1/4 scale, latents 16x12), which the demo trains itself in minutes.
+EMBEDDED_RESOLUTION, SCRATCH_RESOLUTION = (96, 64), (64, 48)
 
 # FashionSynth settings of the demo (identities x poses; 176x256 like DeepFashion at CFLD's test size).
 DEMO_DATA = {"identities": 48, "poses_per_identity": 4, "size": (176, 256), "seed": 0, "test_fraction": 0.2}
@@ -35,12 +37,18 @@ T = TypeVar("T")
 class DemoContext:
     out: Path
     fast: bool = False  # fewer steps and images: for tests of the demo's wiring, not for the numbers
+    from_scratch: bool = False  # train the tiny base in the demo instead of starting from the embedded one
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def data(self) -> Path:
         """The demo's FashionSynth folder (OUT/data)."""
         return self.out / "data"
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        """(H, W) of every model and score of this run."""
+        return SCRATCH_RESOLUTION if self.from_scratch else EMBEDDED_RESOLUTION
 
     def timed(self, name: str, fn: Callable[[], T]) -> T:
         """Run fn() and record how long it took under `name` (the report's timings table)."""
@@ -55,8 +63,17 @@ class DemoContext:
         return fast if self.fast else full
 
     def stamps(self, *names: str) -> dict[str, Any]:
-        """The stamps of the cached products OUT/<name> (a key part for what is built on them)."""
-        return {name: json.loads((self.out / name / STAMP).read_text()) for name in names}
+        """The stamps of the cached products OUT/<name> (a key part for what is built on them); the embedded base's
+        is its manifest (every file's sha256)."""
+        from atelier.diffusion.components import embedded_base_dir
+        from atelier.diffusion.release import MANIFEST
+
+        def stamp(name: str) -> Any:
+            if name == "base" and not self.from_scratch:
+                return json.loads((embedded_base_dir() / MANIFEST).read_text())
+            return json.loads((self.out / name / STAMP).read_text())
+
+        return {name: stamp(name) for name in names}
 
     def train(self, name: str, make_task: Callable[[], Any], cfg: Any, folder: Path) -> None:
         """Build a training task, then train it into `folder` with cfg.train, timed as `name`."""

@@ -1,7 +1,7 @@
 """The held-out identities' images the stages score on, with what FashionSynth knows about each.
 
 Every stage scores photos of identities no model trained on: FashionSynth's test split (style/test.lst, and the
-test rows of labels/attributes.jsonl). `HeldOut` loads them the one way every stage uses: at the demo's RESOLUTION
+test rows of labels/attributes.jsonl). `HeldOut` loads them the one way every stage uses: at the demo's resolution
 (PIL bicubic), as images or as [-1, 1] tensors, with their captions, garment masks and parse maps.
 """
 
@@ -15,8 +15,6 @@ from typing import Literal
 import numpy as np
 import torch
 from PIL import Image
-
-from atelier.demo.context import RESOLUTION
 
 Kind = Literal["photo", "illustration"]
 
@@ -38,6 +36,7 @@ class HeldOut:
 
     data: Path
     names: list[str]
+    size_hw: tuple[int, int]  # the demo's resolution (DemoContext.resolution)
 
     def originals(self, kind: Kind) -> list[Image.Image]:
         """The images as stored (FashionSynth's full size)."""
@@ -45,11 +44,11 @@ class HeldOut:
 
         return [open_rgb(self.data / "style" / kind / name) for name in self.names]
 
-    def images(self, kind: Kind, size_hw: tuple[int, int] = RESOLUTION) -> list[Image.Image]:
+    def images(self, kind: Kind, size_hw: tuple[int, int] | None = None) -> list[Image.Image]:
         """The images resized (PIL bicubic) to `size_hw`, the demo's resolution by default."""
         from atelier.data.transforms import resize_image
 
-        return [resize_image(image, size_hw) for image in self.originals(kind)]
+        return [resize_image(image, size_hw or self.size_hw) for image in self.originals(kind)]
 
     def tensors(self, kind: Kind) -> torch.Tensor:
         """The images at the demo's resolution as a (N, 3, H, W) tensor in [-1, 1] (what the models take)."""

@@ -31,7 +31,7 @@ from PIL import Image
 
 from atelier.config import ModelConfig, TrainConfig, to_dict
 from atelier.demo.base import ensure_base
-from atelier.demo.context import RESOLUTION, DemoContext, cached
+from atelier.demo.context import DemoContext, cached
 from atelier.demo.heldout import HeldOut, heldout_names
 from atelier.demo.results import Check, Figure, StageResult, Table, beats, spread
 from atelier.demo.style import PREFIX, TRANSLATE, ensure_style_models
@@ -55,7 +55,7 @@ def dual_lora_config(ctx: DemoContext, data: Path, base: Path, style_lora: Path)
     return DualLoraConfig(
         model=ModelConfig(base=str(base)),
         data=PairedDataConfig(real_root=str(style / "photo"), illustration_root=str(style / "illustration"),
-                              list_file=str(style / "train.lst"), resolution=RESOLUTION, flip=True),
+                              list_file=str(style / "train.lst"), resolution=ctx.resolution, flip=True),
         lora=LoraSettings(rank=8, alpha=16.0),
         init_illustration_lora=str(style_lora),
         adapter=UniAdapterSettings(num_res_blocks=1),
@@ -162,7 +162,7 @@ def run_illustrate(ctx: DemoContext) -> StageResult:
 
     checkpoint, cfg = ensure_dual_lora(ctx)
     base, style_lora = ensure_base(ctx), ensure_style_models(ctx)[0]
-    held = HeldOut(ctx.data, heldout_names(ctx.data)[: ctx.pick(None, 4)])
+    held = HeldOut(ctx.data, heldout_names(ctx.data)[: ctx.pick(None, 4)], ctx.resolution)
     photos, truths = held.tensors("photo"), held.images("illustration")
     outputs, sketches, round_trip = translations(ctx, base, style_lora, checkpoint, photos, held.captions(PREFIX))
     results = {PHOTO: [tensor_to_pil(photo) for photo in photos], ROUND_TRIP: round_trip, **outputs, TRUTH: truths}
@@ -173,7 +173,7 @@ def run_illustrate(ctx: DemoContext) -> StageResult:
         task="illustrate",
         title="Uni-DlLoRA: identity-preserving photo -> illustration vs the style LoRA",
         summary=illustrate_summary(cfg, len(held.names), numbers),
-        tables=[Table(f"{len(held.names)} held-out photos at {RESOLUTION[1]}x{RESOLUTION[0]} px; IoU: output pixels labelled "
+        tables=[Table(f"{len(held.names)} held-out photos at {ctx.resolution[1]}x{ctx.resolution[0]} px; IoU: output pixels labelled "
                       "by the nearest true part colour, garment parts vs the true garment mask; colour error: mean colour "
                       "inside the true garment mask vs the true illustration's", rows),
                 Table("per-image comparison of Uni-DlLoRA with the others", win_rows(numbers, len(held.names)))],

@@ -22,7 +22,7 @@ from atelier.config import ModelConfig, TrainConfig, to_dict
 from atelier.data.pairs import PosePairs, load_pairs
 from atelier.data.pose import BONES, FRAME_HW, draw_skeleton, missing_mask
 from atelier.demo.base import ensure_base
-from atelier.demo.context import RESOLUTION, DemoContext, cached
+from atelier.demo.context import DemoContext, cached
 from atelier.demo.results import Figure, StageResult, Table, beats, spread
 from atelier.methods.cfld.network import tiny_cfld_config
 from atelier.methods.cfld.train import PoseConfig, PoseDataConfig, PoseSampleConfig, PoseTask
@@ -38,8 +38,8 @@ def pose_config(ctx: DemoContext, base_dir: Path) -> PoseConfig:
     return PoseConfig(
         model=ModelConfig(base=str(base_dir)),
         cfld=tiny_cfld_config(),
-        data=PoseDataConfig(root=str(ctx.data / "deepfashion"), image_size=RESOLUTION, appearance_size=RESOLUTION,
-                            pose_size=RESOLUTION, cache=True),
+        data=PoseDataConfig(root=str(ctx.data / "deepfashion"), image_size=ctx.resolution, appearance_size=ctx.resolution,
+                            pose_size=ctx.resolution, cache=True),
         train=TrainConfig(max_steps=ctx.pick(300, 2), batch_size=ctx.pick(8, 2), optimizer="adam", lr=1e-3, weight_decay=0.0,
                           warmup_steps=20, lr_schedule="cosine", checkpoint_every=100, log_every=10),
         loss=DiffusionLossConfig(timestep_sampling="cubic"),
@@ -138,7 +138,7 @@ def pose_summary(cfg: PoseConfig, count: int, ssim: dict[str, float], psnr: dict
     return (f"A tiny CFLD (Swin {cfg.cfld.appearance.depths} x {cfg.cfld.appearance.embed_dim}, {cfg.cfld.num_queries} "
             f"queries, query biases on all 4 up-block transformers, pose adapter; UNet to_k/to_v of the up-block "
             f"cross-attentions trained, as the paper) trained {cfg.train.max_steps} steps on the tiny base at "
-            f"{RESOLUTION[1]}x{RESOLUTION[0]}, scored on {count} test pairs of held-out identities with the cfld "
+            f"{cfg.data.image_size[1]}x{cfg.data.image_size[0]}, scored on {count} test pairs of held-out identities with the cfld "
             f"protocol (outputs resized to 256x176). SSIM {ssim['cfld']:.4f} vs {ssim['copy_source']:.4f} for copying "
             f"the source and {ssim['paint_colours']:.4f} for painting its colours on the target skeleton; PSNR "
             f"{psnr['cfld']:.2f} vs {psnr['copy_source']:.2f} and {psnr['paint_colours']:.2f} dB. At this size the "
@@ -154,7 +154,7 @@ def run_pose(ctx: DemoContext) -> StageResult:
     run, cfg = ensure_pose_run(ctx)
     root = ctx.data / "deepfashion"
     split = load_pairs(root, "test")
-    pairs = PosePairs(split, RESOLUTION, RESOLUTION, RESOLUTION, max_pairs=ctx.pick(None, 4))
+    pairs = PosePairs(split, ctx.resolution, ctx.resolution, ctx.resolution, max_pairs=ctx.pick(None, 4))
     sampling = {**SAMPLING, "steps": ctx.pick(SAMPLING["steps"], 2)}
     folders = _write_methods(ctx, load_pose_model(run), pairs, sampling)
     labels = {"cfld": "CFLD (tiny, trained here)", "copy_source": "baseline: copy the source image",

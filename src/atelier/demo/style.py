@@ -30,7 +30,7 @@ from PIL import Image
 
 from atelier.config import ModelConfig, TrainConfig, to_dict
 from atelier.demo.base import ensure_base
-from atelier.demo.context import RESOLUTION, DemoContext, cached
+from atelier.demo.context import DemoContext, cached
 from atelier.demo.heldout import HeldOut, heldout_names
 from atelier.demo.results import Check, Figure, StageResult, Table, all_of, beats, spread
 from atelier.methods.style.train import StyleLoraConfig
@@ -61,7 +61,7 @@ def style_configs(ctx: DemoContext, data: Path, base: Path) -> tuple[StyleLoraCo
     lora = StyleLoraConfig(
         model=ModelConfig(base=str(base)),
         data=CaptionedDataConfig(root=str(style / "illustration"), list_file=str(style / "train.lst"), caption_prefix=PREFIX,
-                                 resolution=RESOLUTION, flip=True),
+                                 resolution=ctx.resolution, flip=True),
         train=TrainConfig(max_steps=lora_steps, batch_size=batch, lr=3e-3, lr_schedule="cosine", warmup_steps=10,
                           weight_decay=0.0, checkpoint_every=100, log_every=5, sample_every=lora_steps),
         loss=DiffusionLossConfig(train_strength=0.3),
@@ -70,7 +70,7 @@ def style_configs(ctx: DemoContext, data: Path, base: Path) -> tuple[StyleLoraCo
     )
     adapter = ImageAdapterConfig(
         model=ModelConfig(base=str(base)),
-        data=ImageFolderConfig(roots=[str(data / "deepfashion" / "train_highres")], resolution=RESOLUTION),
+        data=ImageFolderConfig(roots=[str(data / "deepfashion" / "train_highres")], resolution=ctx.resolution),
         train=TrainConfig(max_steps=adapter_steps, batch_size=batch, lr=1e-3, lr_schedule="cosine", warmup_steps=10,
                           weight_decay=0.0, checkpoint_every=100, log_every=5),
     )
@@ -162,7 +162,7 @@ def score_tables(scores: Scores, sweep: dict[float, list[Image.Image]], rendered
     sweep_rows = [{"inversion strength, with the LoRA": strength, "PSNR dB vs true illustration": float(psnr_per_image(images, truths).mean()),
                    "PSNR dB vs truth through VAE": float(psnr_per_image(images, rendered).mean())}
                   for strength, images in sorted(sweep.items())]
-    return [Table(f"closeness to the true illustration ({count} held-out photos, {RESOLUTION[1]}x{RESOLUTION[0]} px; PSNR and "
+    return [Table(f"closeness to the true illustration ({count} held-out photos, {truths[0].width}x{truths[0].height} px; PSNR and "
                   "SSIM higher is better, MAE on 0-255 lower is better)", rows),
             Table("margins (mean per-image PSNR difference; images where the first is higher)", margins),
             Table("inversion strength sweep (with the LoRA, same prompts)", sweep_rows)]
@@ -172,7 +172,7 @@ def style_summary(lora_cfg: StyleLoraConfig, count: int, raw: dict[str, np.ndarr
     """The stage's paragraph: what was trained and translated, the headline and its baselines."""
     return (f"A style LoRA (r 8, alpha 16, {lora_cfg.train.max_steps} steps) learned FashionSynth's illustration style from the "
             f"training identities' illustrations; the {count} photos of held-out identities were translated and scored "
-            f"against their true illustrations at {RESOLUTION[1]}x{RESOLUTION[0]} px. Headline: DDIM inversion of the photo by "
+            f"against their true illustrations at {lora_cfg.data.resolution[1]}x{lora_cfg.data.resolution[0]} px. Headline: DDIM inversion of the photo by "
             f"the base model to strength {INVERT['strength']}, then {INVERT['steps']}-step DDIM sampling with the LoRA (guidance "
             f"{INVERT['guidance_scale']}), plus restored detail: {raw[DETAIL].mean():.2f} dB PSNR vs {raw[PHOTO].mean():.2f} dB for "
             f"the untranslated photo ({margin(raw[DETAIL], raw[PHOTO])}). Without restored detail, against the truth through the "
@@ -186,7 +186,7 @@ def style_summary(lora_cfg: StyleLoraConfig, count: int, raw: dict[str, np.ndarr
 def run_style(ctx: DemoContext) -> StageResult:
     """Train (or reuse) the style LoRA and adapter, translate held-out photos and score them against the truth."""
     lora, adapter, lora_cfg, adapter_cfg = ensure_style_models(ctx)
-    held = HeldOut(ctx.data, heldout_names(ctx.data)[: ctx.pick(None, 4)])
+    held = HeldOut(ctx.data, heldout_names(ctx.data)[: ctx.pick(None, 4)], ctx.resolution)
     truths = held.images("illustration")
     headline, sweep = translations(ctx, ensure_base(ctx), lora, adapter, held.tensors("photo"), held.tensors("illustration"),
                                    held.captions(PREFIX))

@@ -1,7 +1,8 @@
 """Stable Diffusion 1.x components (unet, vae, text encoder, tokenizer, scheduler): load, build tiny, save.
 
 Sources: a diffusers-format directory, a single `.safetensors` checkpoint (diffusers' single-file loading), a hub id
-when online, or `tiny` (a ~1M-parameter configuration built here with an offline tokenizer, used by tests and the demo).
+when online, `tiny`/`small` (configurations built here with random weights and an offline tokenizer: tests, training
+from scratch), or `fashionsynth`, the trained base embedded in the package (checked against its sha256 manifest).
 A tiny model saved with `SDComponents.save` is an ordinary diffusers directory and reloads through the same loader.
 """
 
@@ -242,12 +243,32 @@ def _load_single_file(path: Path, config: str | None = None) -> SDComponents:
     return SDComponents(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, scheduler)
 
 
+EMBEDDED_BASE = "fashionsynth"  # the trained base shipped in the package (training.recipe made it)
+
+
+def embedded_base_dir() -> Path:
+    """Where the package keeps the embedded FashionSynth base (a released diffusers folder, fp16)."""
+    return Path(__file__).resolve().parents[1] / "assets" / EMBEDDED_BASE
+
+
+def load_embedded_base() -> SDComponents:
+    """The embedded FashionSynth base in float32, after checking every file's sha256 against its manifest."""
+    from atelier.diffusion.release import verify_release
+
+    folder = embedded_base_dir()
+    verify_release(folder)
+    return _load_directory(folder).to("cpu", torch.float32)
+
+
 def load_components(source: str | os.PathLike, revision: str | None = None, config: str | os.PathLike | None = None) -> SDComponents:
-    """Load SD 1.x components from `tiny`, a diffusers directory, a .safetensors file, or a hub id (online).
+    """Load SD 1.x components from `fashionsynth` (the embedded trained base), `tiny` or `small` (random weights), a
+    diffusers directory, a .safetensors file, or a hub id (online).
 
     `config`: for a single file, a diffusers directory whose component configs describe it (needed offline).
     """
     text = str(source)
+    if text == EMBEDDED_BASE:
+        return load_embedded_base()
     if text in ARCHITECTURES:
         return build_tiny_components(architecture=text)
     path = Path(text).expanduser()

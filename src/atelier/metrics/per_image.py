@@ -95,3 +95,33 @@ def dominant_colour(image: Image.Image, palette: Mapping[str, tuple[int, int, in
 def colour_hit_rate(images: Sequence[Image.Image], colour_sets: Sequence[set[str]]) -> float:
     """Share of images whose dominant palette colour is one of the matching set (the colours its caption names)."""
     return float(np.mean([dominant_colour(image) in colours for image, colours in zip(images, colour_sets)]))
+
+
+
+def garment_type(image: Image.Image, palette: Mapping[str, tuple[int, int, int]] = PALETTE,
+                 max_distance: float = 45.0) -> str | None:
+    """`dress` when the chest band (35-45% down the image) and the thigh band (65-73%) share their dominant palette
+    colour among figure pixels, `separates` (top + bottom) when they differ, None when a band has none. The bands suit
+    FashionSynth's framing (head at the top, feet at the bottom edge); on its ground-truth photos at 64x96 the rule is
+    right for 88% of them, so it is always reported beside its score on the true photos."""
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float64)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    figure = np.linalg.norm(pixels - np.median(border, axis=0), axis=-1) > 40
+    palette_rgb = np.array(list(palette.values()), dtype=np.float64)
+    height, found = len(pixels), []
+    for start, stop in ((0.35, 0.45), (0.65, 0.73)):
+        band = slice(int(height * start), max(int(height * stop), int(height * start) + 1))
+        band_pixels = pixels[band][figure[band]]
+        distances = np.linalg.norm(band_pixels[:, None, :] - palette_rgb[None], axis=-1)
+        close = distances.min(1) < max_distance if len(band_pixels) else np.zeros(0, bool)
+        if not close.any():
+            return None
+        found.append(int(np.bincount(distances.argmin(1)[close], minlength=len(palette_rgb)).argmax()))
+    return "dress" if found[0] == found[1] else "separates"
+
+
+def balanced_hits(predicted: Sequence[str | None], truths: Sequence[str]) -> np.ndarray:
+    """Per-image contributions to the class-balanced hit rate: 1 / (classes x images of that class) for a hit, 0 for
+    a miss; they sum to the mean of the per-class hit rates, so always answering the common class scores 1/classes."""
+    counts = {label: truths.count(label) for label in set(truths)}
+    return np.array([(p == t) / (len(counts) * counts[t]) for p, t in zip(predicted, list(truths))])
