@@ -1,7 +1,9 @@
 """`atelier demo --fast`: every stage runs end to end (tiny data, a few steps) and the report holds each stage's tables,
-checks with margins, pictures and config; the full demo's settings stay what its numbers were made with."""
+checks decided by paired tests (interval and p-value beside each verdict), pictures and config; a failing stage says so
+in its first line; the full demo's settings stay what its numbers were made with."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -19,22 +21,57 @@ def test_fast_demo_reports_every_stage(tmp_path):
 
     out = tmp_path / "demo"
     assert run_command(demo, ["--out", str(out), "--fast"]) == 0
-    page = (out / "report.html").read_text(encoding="utf-8")
+    page = (out / "report.html").read_text(encoding="utf-8").replace("&#x27;", "'")
     numbers = json.loads((out / "report.json").read_text())
     assert list(numbers) == list(STAGES)
     for task, result in numbers.items():
         assert f"<section id='{task}'>" in page and (out / "configs" / f"{task}.yaml").is_file(), task
         assert result["tables"] and all(table["rows"] for table in result["tables"]), task
         for table in result["tables"]:
-            assert f"<caption>{table['caption']}</caption>" in page.replace("&#x27;", "'"), table["caption"]
+            assert f"<caption>{table['caption']}</caption>" in page, table["caption"]
         assert result["checks"] and set(result["margins"]) == set(result["checks"]), task
         assert all(result["margins"].values()), task
-    claims = [claim for result in numbers.values() for claim in result["checks"]]
-    assert page.count("PASS: ") + page.count("FAIL: ") == len(claims)
+        for claim, test in result["tests"].items():  # the paired test's numbers behind every verdict (or its parts')
+            for leaf in test.get("parts", {claim: test}).values():
+                assert {"n", "mean_difference", "interval", "p_value", "passed"} <= set(leaf) and leaf["n"] >= 2, claim
+            assert test["passed"] == result["checks"][claim], claim
+        assert f"<p class='verdict {'ok' if all(result['checks'].values()) else 'bad'}'>{result['verdict']}</p>" in page
+        assert result["verdict"].startswith("PASSED" if all(result["checks"].values()) else "FAILED"), task
+    lines = sum(1 + len(test.get("parts", {})) for result in numbers.values() for test in result["tests"].values())
+    assert page.count("PASS: ") + page.count("FAIL: ") == lines  # a verdict per check and per part of a combined one
+    verdicts = re.findall(r"<li class='(?:ok|bad)'>(?:PASS|FAIL): ([^<]*?)(?: <span class='margin'>\(margin: ([^<]*)\)</span>)?(<ul|</li>)",
+                          page)
+    assert len(verdicts) == lines
+    for claim, margin, end in verdicts:  # every single test shows its interval and sign test beside the verdict
+        assert end == "<ul" or ("95% CI" in margin and " p=" in margin), claim
     for image in ("base/heldout_grid.png", "style/translations.png", "pose/test_grid.png", "illustrate/comparison.png"):
         assert f"<img src='{image}'>" in page and (out / image).is_file(), image
     rows = [row["images"] for row in numbers["illustrate"]["tables"][0]["rows"]]
     assert f"style LoRA translation (SDEdit {TRANSLATE['strength']}, prompt)" in rows  # the label is the strength run
+
+
+def test_a_failing_stage_says_so_first_in_its_section_and_atop_the_report(tmp_path):
+    import numpy as np
+
+    from atelier.demo.report import write_report
+    from atelier.demo.results import RULE, StageResult, Table, all_of, paired_beats
+
+    theirs = np.random.default_rng(0).normal(20.0, 1.0, 100)
+    good, bad = paired_beats("ours higher", theirs + 1, theirs), paired_beats("ours no higher", theirs, theirs + 0.01)
+    results = [StageResult("fine", "Fine stage", "all good", tables=[Table("t", [{"a": 1.0}])], checks=[good]),
+               StageResult("broken", "Broken stage", "summary", tables=[Table("t", [{"a": 1.0}])],
+                           checks=[good, bad, all_of("both", [good, bad])])]
+    page = write_report(results, tmp_path, "header").read_text(encoding="utf-8").replace("&#x27;", "'")
+    first = "FAILED 2 of 3 checks: ours no higher; both."
+    assert "<h2>Broken stage</h2><p class='verdict bad'>" + first + "</p><p>summary</p>" in page
+    assert "<h2>Fine stage</h2><p class='verdict ok'>PASSED all 1 checks.</p>" in page
+    top = page[: page.index("<section")]
+    assert RULE in top and f"Broken stage</a>: <span class='verdict bad'>{first}</span>" in top
+    assert "FAIL: ours no higher <span class='margin'>(margin: -0.0100 [-0.0100, -0.0100] 95% CI, sign test 0/100 p=" in page
+    numbers = json.loads((tmp_path / "report.json").read_text())["broken"]
+    assert numbers["verdict"] == first and numbers["checks"] == {"ours higher": True, "ours no higher": False, "both": False}
+    assert np.allclose(numbers["tests"]["ours no higher"]["interval"], -0.01)
+    assert numbers["tests"]["both"]["parts"]["ours higher"]["n"] == 100
 
 
 def test_full_demo_settings_are_unchanged(tmp_path):

@@ -50,9 +50,14 @@ def test_cfld_with_random_weights_reports_every_metric_and_the_stamp_and_caches_
     assert report["counts"] == {"generated": 6, "scored": 6, "real": 4, "pairs_without_output": 0}
     assert report["weights"]["inception_torchvision"] == "RANDOM (seed 0)"
     assert all(v.startswith("computed and cached") for v in report["real_statistics"].values())
+    assert "per_image" not in report  # only when asked
     again = evaluate("cfld", gen, gt, train, pairs, size=SIZE, allow_random_weights=True, fid_method="eigh",
-                     batch_size=3, workers=1)
+                     batch_size=3, workers=1, per_image=True)
     assert all(v.startswith("cached") for v in again["real_statistics"].values())
+    names = [row["name"] for row in again["per_image"]]
+    assert len(names) == 6 and names == sorted(names)  # one row per generated file, in name order for pairing
+    for key in ("ssim", "ssim_256", "psnr", "lpips"):  # the per-image scores behind each mean
+        assert np.mean([row[key] for row in again["per_image"]]) == pytest.approx(report["metrics"][key], rel=1e-6)
     for key in ("ssim", "ssim_256", "psnr", "fid", "fid_pytorch_fid"):
         assert again["metrics"][key] == pytest.approx(report["metrics"][key], rel=1e-6, abs=1e-9)
 

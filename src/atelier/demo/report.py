@@ -1,7 +1,9 @@
 """The demo's HTML report: one section per stage result, each with its numbers beside a baseline, checks, pictures, config.
 
-Beside report.html: report.json (every number, check and margin), the stages' grids (saved here from their rows) and
-OUT/configs/<task>.yaml (the settings behind each stage's numbers, also shown in the report).
+The page opens with how a verdict is decided (results.RULE) and every stage's first line (its verdict: a stage with a
+failed check says so there, and again atop its section). Beside report.html: report.json (every number, check and
+margin, and each check's paired test: n, mean difference, interval, p-value), the stages' grids (saved here from their
+rows) and OUT/configs/<task>.yaml (the settings behind each stage's numbers, also shown in the report).
 """
 
 from __future__ import annotations
@@ -12,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from atelier.config import save_yaml
-from atelier.demo.results import Check, Figure, StageResult, Table
+from atelier.demo.results import RULE, Check, Figure, StageResult, Table, verdict
 from atelier.utils.images import make_grid
 from atelier.utils.io import save_image, write_json, write_text
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f3f3f3}caption{text-align:left;font-style:italic;padding:4px 0}img{max-width:100%;image-rendering:pixelated}
-figure{margin:1em 0}.ok{color:#080}.bad{color:#b00}.margin{color:#666}pre{background:#f7f7f7;padding:8px;overflow:auto}"""
+figure{margin:1em 0}.ok{color:#080}.bad{color:#b00}.verdict{font-weight:bold}.margin{color:#666}pre{background:#f7f7f7;padding:8px;overflow:auto}"""
 
 
 def _cell(value: Any) -> str:
@@ -38,13 +40,21 @@ def _table_html(table: Table) -> str:
 
 
 def _checks_html(checks: list[Check]) -> str:
+    """PASS/FAIL, the claim and its margin (interval, sign test, means) per check; a combined check lists its parts."""
     items = "".join(f"<li class='{'ok' if check.passed else 'bad'}'>{'PASS' if check.passed else 'FAIL'}: "
-                    f"{html.escape(check.claim)}{_margin_html(check.margin)}</li>" for check in checks)
+                    f"{html.escape(check.claim)}{_margin_html(check)}{_checks_html(check.parts)}</li>" for check in checks)
     return f"<ul class='checks'>{items}</ul>" if checks else ""
 
 
-def _margin_html(margin: str) -> str:
-    return f" <span class='margin'>(margin: {html.escape(margin)})</span>" if margin else ""
+def _margin_html(check: Check) -> str:
+    if not check.margin or check.parts:  # a combined check's margin is its parts', listed below it
+        return ""
+    return f" <span class='margin'>(margin: {html.escape(check.margin)})</span>"
+
+
+def _verdict_html(result: StageResult, tag: str = "p") -> str:
+    failed = any(not check.passed for check in result.checks)
+    return f"<{tag} class='verdict {'bad' if failed else 'ok'}'>{html.escape(verdict(result))}</{tag}>"
 
 
 def _figure_html(figure: Figure, root: Path) -> str:
@@ -65,7 +75,8 @@ def _config_html(result: StageResult, root: Path) -> str:
 
 
 def _section_html(result: StageResult, root: Path) -> str:
-    parts = [f"<section id='{result.task}'><h2>{html.escape(result.title)}</h2><p>{html.escape(result.summary)}</p>"]
+    parts = [f"<section id='{result.task}'><h2>{html.escape(result.title)}</h2>{_verdict_html(result)}"
+             f"<p>{html.escape(result.summary)}</p>"]
     parts += [f"<p class='note'>Note: {html.escape(note)}</p>" for note in result.notes]
     parts.append(_checks_html(result.checks))
     parts += [_table_html(table) for table in result.tables]
@@ -80,18 +91,21 @@ def _section_html(result: StageResult, root: Path) -> str:
 
 def _numbers(result: StageResult) -> dict[str, Any]:
     """A stage's entry in report.json."""
-    return {"title": result.title, "summary": result.summary, "notes": result.notes,
+    return {"title": result.title, "verdict": verdict(result), "summary": result.summary, "notes": result.notes,
             "checks": {check.claim: check.passed for check in result.checks},
-            "margins": {check.claim: check.margin for check in result.checks}, "timings": result.timings,
+            "margins": {check.claim: check.margin for check in result.checks},
+            "tests": {check.claim: check.numbers() for check in result.checks}, "timings": result.timings,
             "tables": [{"caption": table.caption, "rows": table.rows} for table in result.tables]}
 
 
 def write_report(results: list[StageResult], folder: Path, header: str) -> Path:
     """Write report.html, report.json and the stages' grids and configs into `folder`; return the HTML path."""
     body = "\n".join(_section_html(result, folder) for result in results)
-    toc = " · ".join(f"<a href='#{result.task}'>{html.escape(result.title)}</a>" for result in results)
+    toc = "".join(f"<li><a href='#{result.task}'>{html.escape(result.title)}</a>: {_verdict_html(result, 'span')}</li>"
+                  for result in results)
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>atelier demo</title><style>{STYLE}</style></head>"
-            f"<body><h1>atelier demo report</h1><p>{html.escape(header)}</p><p>{toc}</p>{body}</body></html>")
+            f"<body><h1>atelier demo report</h1><p>{html.escape(header)}</p><p class='rule'>{html.escape(RULE)}</p>"
+            f"<ul class='stages'>{toc}</ul>{body}</body></html>")
     write_text(folder / "report.html", page)
     numbers = {result.task: _numbers(result) for result in results}
     write_json(folder / "report.json", json.loads(json.dumps(numbers, default=str)))

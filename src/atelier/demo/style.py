@@ -17,7 +17,9 @@ each against (a) the true illustration and (b) the true illustration passed thro
 output is a VAE decoding, so on (a) none can beat the VAE's own rendering of the truth (the "ceiling" row) unless
 detail is restored; (b) removes that shared loss and measures what the denoising and the LoRA do. Checks: the
 translation with the LoRA beats the untranslated photo (with restored detail on (a); through the VAE on (b)) and the
-same translation without the LoRA; margins and per-image win counts are reported beside them, for SDEdit too.
+same translation without the LoRA, each by a paired test of per-image PSNR over all 40 held-out photos (all the demo
+data holds; demo.results.paired_beats); margins with their intervals and per-image win counts are reported beside
+them, for SDEdit too.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ from atelier.config import ModelConfig, TrainConfig, to_dict
 from atelier.demo.base import ensure_base
 from atelier.demo.context import DemoContext, cached
 from atelier.demo.heldout import HeldOut, heldout_names
-from atelier.demo.results import Check, Figure, StageResult, Table, all_of, beats, spread
+from atelier.demo.results import Check, Figure, StageResult, Table, all_of, paired_beats, spread
 from atelier.methods.style.train import StyleLoraConfig
 from atelier.methods.style.train_adapter import ImageAdapterConfig
+from atelier.metrics.paired import paired_test
 from atelier.metrics.per_image import closeness, psnr_per_image
 from atelier.training.losses import DiffusionLossConfig
 from atelier.training.tasks.autoencoder import ImageFolderConfig
@@ -125,14 +128,17 @@ Scores = dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]  # varia
 
 
 def margin(styled: np.ndarray, other: np.ndarray) -> str:
-    """Mean PSNR gain of the LoRA translation over another variant, with its per-image win count."""
-    return f"{float((styled - other).mean()):+.2f} dB, higher on {int((styled > other).sum())}/{len(styled)}"
+    """Mean per-image PSNR gain of the LoRA translation over another variant, its 95% interval and win count."""
+    test = paired_test(styled, other)
+    return (f"{test.mean_difference:+.2f} dB [{test.interval[0]:+.2f}, {test.interval[1]:+.2f}], "
+            f"higher on {test.wins}/{test.n}")
 
 
 def style_checks(raw: dict[str, np.ndarray], vae: dict[str, np.ndarray]) -> list[Check]:
-    """The stage's claims on mean PSNR: against the true illustration (raw) and against it through the VAE (vae)."""
+    """The stage's claims, each a paired test of per-image PSNR: against the true illustration (raw) and against it
+    through the VAE (vae)."""
     def wins(name: str, table: dict[str, np.ndarray], ours: str, other: str) -> Check:
-        return beats(name, float(table[ours].mean()), float(table[other].mean()), unit=" dB", digits=2)
+        return paired_beats(name, table[ours], table[other], unit=" dB", digits=2)
 
     return [
         wins("LoRA translation (inversion + restore detail) closer to the true illustration than the raw untranslated photo "
@@ -147,8 +153,9 @@ def style_checks(raw: dict[str, np.ndarray], vae: dict[str, np.ndarray]) -> list
 
 
 def score_tables(scores: Scores, sweep: dict[float, list[Image.Image]], rendered: list[Image.Image],
-                 truths: list[Image.Image], count: int) -> list[Table]:
-    """The closeness, margin and sweep tables."""
+                 truths: list[Image.Image], total: int) -> list[Table]:
+    """The closeness, margin and sweep tables (scored on len(truths) of the `total` held-out photos)."""
+    count = len(truths)
     rows = [{"images": method, "PSNR dB": float(raw["psnr"].mean()), "SSIM": float(raw["ssim"].mean()), "MAE": float(raw["mae"].mean()),
              "PSNR dB (vs truth through VAE)": float(vae["psnr"].mean()), "SSIM (vs truth through VAE)": float(vae["ssim"].mean()),
              "MAE (vs truth through VAE)": float(vae["mae"].mean())} for method, (raw, vae) in scores.items()]
@@ -162,10 +169,12 @@ def score_tables(scores: Scores, sweep: dict[float, list[Image.Image]], rendered
     sweep_rows = [{"inversion strength, with the LoRA": strength, "PSNR dB vs true illustration": float(psnr_per_image(images, truths).mean()),
                    "PSNR dB vs truth through VAE": float(psnr_per_image(images, rendered).mean())}
                   for strength, images in sorted(sweep.items())]
-    return [Table(f"closeness to the true illustration ({count} held-out photos, {truths[0].width}x{truths[0].height} px; PSNR and "
-                  "SSIM higher is better, MAE on 0-255 lower is better)", rows),
-            Table("margins (mean per-image PSNR difference; images where the first is higher)", margins),
-            Table("inversion strength sweep (with the LoRA, same prompts)", sweep_rows)]
+    return [Table(f"closeness to the true illustration ({count} of the {total} held-out photos, "
+                  f"{truths[0].width}x{truths[0].height} px; means; PSNR and SSIM higher is better, MAE on 0-255 lower is better)",
+                  rows),
+            Table(f"margins over {count} held-out photos (mean per-image PSNR difference [95% bootstrap interval]; images "
+                  "where the first is higher)", margins),
+            Table(f"inversion strength sweep (with the LoRA, same prompts; mean over {count} held-out photos)", sweep_rows)]
 
 
 def style_summary(lora_cfg: StyleLoraConfig, count: int, raw: dict[str, np.ndarray], vae: dict[str, np.ndarray]) -> str:
@@ -199,7 +208,7 @@ def run_style(ctx: DemoContext) -> StageResult:
         task="style",
         title="Style LoRA: photo -> illustration translation on FashionSynth",
         summary=style_summary(lora_cfg, len(held.names), raw, vae),
-        tables=score_tables(scores, sweep, rendered, truths, len(held.names)),
+        tables=score_tables(scores, sweep, rendered, truths, len(heldout_names(ctx.data))),
         checks=style_checks(raw, vae),
         figures=[Figure("held-out photo / SDEdit with the LoRA (recipe) / inversion without the LoRA / inversion with the LoRA / "
                         "with restored detail / true illustration through the VAE / true illustration",

@@ -260,8 +260,13 @@ def evaluate(
     kid_capacity: int = 10_000,
     seed: int = 0,
     use_cache: bool = True,
+    per_image: bool = False,
 ) -> dict:
-    """Score generated images under a named protocol (cfld, pidm, standard, vitonhd); returns the report dict."""
+    """Score generated images under a named protocol (cfld, pidm, standard, vitonhd); returns the report dict.
+
+    per_image: also return each image's paired scores (report["per_image"]: {"name", "ssim", "psnr", ...} per
+    generated file, sorted by name), for paired tests between methods scored on the same pairs.
+    """
     started = time.time()
     proto = get_protocol(protocol)
     if setting not in proto.settings:
@@ -302,7 +307,11 @@ def evaluate(
            "counts": {"generated": len(generated_files), "scored": len(rows), "real": len(real_files),
                       "pairs_without_output": len(pairs_without_output)},
            "pairs_without_output": [f"{a} -> {b}" for a, b in pairs_without_output[:20]]}
-    return _report(proto, setting, options, metrics, details, nets, cache_info, run)
+    report = _report(proto, setting, options, metrics, details, nets, cache_info, run)
+    if per_image:
+        report["per_image"] = json_safe(sorted(({k: float(v) if k != "name" else v for k, v in row.items()} for row in rows),
+                                               key=lambda row: row["name"]))
+    return report
 
 
 def _metrics(proto: Protocol, setting: str, rows, generated_stats, real_stats, nets: Networks, options: Options):

@@ -6,9 +6,10 @@ map), its garment mask and its garments' named palette colours, so an output can
 - `garment_colour_error`: RGB distance (0-255) of the mean colours inside the true garment mask, output vs truth;
 - `garment_mask_iou`: each output pixel takes the part label whose mean colour in the truth is nearest; the pixels
   labelled as garments form the output's garment mask, scored by IoU against the true one;
-- `dominant_colour` / `colour_hit_rate`: the palette colour covering most of the figure, and how often it is one the
-  caption names.
-Images are PIL images of equal size per pair; every score returns one number per image (numpy), except the hit rate.
+- `dominant_colour` / `colour_hits`: the palette colour covering most of the figure, and whether it is one the
+  caption names (their mean is the hit rate).
+Images are PIL images of equal size per pair; every score returns one number per image (numpy), so two methods can be
+compared image by image (atelier.metrics.paired).
 """
 
 from __future__ import annotations
@@ -92,10 +93,9 @@ def dominant_colour(image: Image.Image, palette: Mapping[str, tuple[int, int, in
     return names[int(np.bincount(nearest[close], minlength=len(names)).argmax())]
 
 
-def colour_hit_rate(images: Sequence[Image.Image], colour_sets: Sequence[set[str]]) -> float:
-    """Share of images whose dominant palette colour is one of the matching set (the colours its caption names)."""
-    return float(np.mean([dominant_colour(image) in colours for image, colours in zip(images, colour_sets)]))
-
+def colour_hits(images: Sequence[Image.Image], colour_sets: Sequence[set[str]]) -> np.ndarray:
+    """Per image, whether its dominant palette colour is one of the matching set (the colours its caption names)."""
+    return np.array([dominant_colour(image) in colours for image, colours in zip(images, colour_sets)], dtype=bool)
 
 
 def garment_type(image: Image.Image, palette: Mapping[str, tuple[int, int, int]] = PALETTE,
