@@ -2,6 +2,7 @@
 checks decided by paired tests (interval and p-value beside each verdict), pictures and config; a failing stage says so
 in its first line; the full demo's settings stay what its numbers were made with."""
 
+import html
 import json
 import re
 from pathlib import Path
@@ -66,7 +67,7 @@ def test_a_failing_stage_says_so_first_in_its_section_and_atop_the_report(tmp_pa
     assert "<h2>Broken stage</h2><p class='verdict bad'>" + first + "</p><p>summary</p>" in page
     assert "<h2>Fine stage</h2><p class='verdict ok'>PASSED all 1 checks.</p>" in page
     top = page[: page.index("<section")]
-    assert RULE in top and f"Broken stage</a>: <span class='verdict bad'>{first}</span>" in top
+    assert html.escape(RULE).replace("&#x27;", "'") in top and f"Broken stage</a>: <span class='verdict bad'>{first}</span>" in top
     assert "FAIL: ours no higher <span class='margin'>(margin: -0.0100 [-0.0100, -0.0100] 95% CI, sign test 0/100 p=" in page
     numbers = json.loads((tmp_path / "report.json").read_text())["broken"]
     assert numbers["verdict"] == first and numbers["checks"] == {"ours higher": True, "ours no higher": False, "both": False}
@@ -76,7 +77,7 @@ def test_a_failing_stage_says_so_first_in_its_section_and_atop_the_report(tmp_pa
 
 def test_full_demo_settings_are_unchanged(tmp_path):
     """What --fast shrinks keeps its full value without it (the full demo's numbers were made with these)."""
-    from atelier.demo.base import base_configs
+    from atelier.demo.base_model import base_configs
     from atelier.demo.context import DEMO_DATA, DemoContext
     from atelier.demo.illustrate import dual_lora_config
     from atelier.demo.pose import pose_config

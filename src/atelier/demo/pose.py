@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 from atelier.config import ModelConfig, TrainConfig, to_dict
 from atelier.data.pairs import PosePairs, load_pairs
 from atelier.data.pose import BONES, FRAME_HW, draw_skeleton, missing_mask
-from atelier.demo.base import ensure_base
+from atelier.demo.base_model import ensure_base
 from atelier.demo.context import DemoContext, cached
 from atelier.demo.results import Check, Figure, StageResult, Table, paired_beats, spread
 from atelier.methods.cfld.network import tiny_cfld_config

@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 from atelier.config import ModelConfig, TrainConfig, to_dict
-from atelier.demo.base import ensure_base
+from atelier.demo.base_model import ensure_base
 from atelier.demo.context import DemoContext, cached
 from atelier.demo.heldout import HeldOut, heldout_names
 from atelier.demo.results import Check, Figure, StageResult, Table, all_of, paired_beats, spread

@@ -215,7 +215,9 @@ def _load_directory(folder: Path, revision: str | None = None, **kwargs: Any) ->
     return SDComponents(
         unet=UNet2DConditionModel.from_pretrained(src, subfolder="unet", revision=revision, **kwargs),
         vae=AutoencoderKL.from_pretrained(src, subfolder="vae", revision=revision, **kwargs),
-        text_encoder=CLIPTextModel.from_pretrained(src, subfolder="text_encoder", revision=revision, **kwargs),
+        # float32 like the diffusers parts (transformers would keep a file's fp16); fast paths cast later on purpose
+        text_encoder=CLIPTextModel.from_pretrained(src, subfolder="text_encoder", revision=revision, dtype=torch.float32,
+                                                   **kwargs),
         tokenizer=CLIPTokenizer.from_pretrained(src, subfolder="tokenizer", revision=revision, **kwargs),
         scheduler=DDPMScheduler.from_pretrained(src, subfolder="scheduler", revision=revision, **kwargs),
     )
@@ -257,7 +259,7 @@ def load_embedded_base() -> SDComponents:
 
     folder = embedded_base_dir()
     verify_release(folder)
-    return _load_directory(folder).to("cpu", torch.float32)
+    return _load_directory(folder)
 
 
 def load_components(source: str | os.PathLike, revision: str | None = None, config: str | os.PathLike | None = None) -> SDComponents:
