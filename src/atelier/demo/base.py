@@ -29,7 +29,7 @@ from atelier.diffusion.components import SDComponents, build_tiny_components, em
 from atelier.diffusion.encode import encode_images, encode_prompts
 from atelier.metrics.per_image import balanced_hits, colour_hits, garment_type, psnr_per_image
 
-HELDOUT_DATA = {"identities": 120, "poses_per_identity": 2, "size": (176, 256), "seed": 3, "test_fraction": 0.5}
+HELDOUT_DATA = {"identities": 100, "poses_per_identity": 2, "size": (176, 256), "seed": 3, "test_fraction": 0.5}
 VAE_PSNR, THUMBNAIL_PSNR = "VAE round trip PSNR dB", "baseline: latent-grid thumbnail PSNR dB"
 LOSS = "held-out denoising MSE (lower is better)"
 HIT, TYPE = "caption colour hit rate", "garment type hit rate (class-balanced; chance 50%)"
@@ -39,7 +39,7 @@ TARGETS = [("VAE round trip of held-out photos, dB PSNR", "photo_vae", 28.0, Tru
            ("caption-blind colour hit rate", "blind_hit", 0.20, False),
            ("shuffled-caption colour hit rate", "shuffled_hit", 0.20, False),
            ("garment type hit rate (class-balanced)", "caption_type", 0.70, True)]
-SAMPLE_STEPS, GUIDANCE = 20, 3.0  # DDIM steps and guidance of the held-out samples
+SAMPLE_STEPS, GUIDANCE = 15, 3.0  # DDIM steps and guidance of the held-out samples
 Scores = dict[str, np.ndarray]  # a number's name -> its value per held-out image, in one order
 
 

@@ -53,7 +53,7 @@ UNI, ABLATION = "Uni-DlLoRA (adapters + illustration LoRA)", "Uni-DlLoRA without
 
 def dual_lora_config(ctx: DemoContext, data: Path, base: Path, style_lora: Path) -> DualLoraConfig:
     """Paired training on the training identities, the illustration LoRA started from the style stage's LoRA."""
-    style, steps = data / "style", ctx.pick(200, 2)
+    style, steps = data / "style", ctx.pick(120, 2)
     return DualLoraConfig(
         model=ModelConfig(base=str(base)),
         data=PairedDataConfig(real_root=str(style / "photo"), illustration_root=str(style / "illustration"),

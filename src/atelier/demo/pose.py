@@ -43,7 +43,7 @@ def pose_config(ctx: DemoContext, base_dir: Path) -> PoseConfig:
         cfld=tiny_cfld_config(),
         data=PoseDataConfig(root=str(ctx.data / "deepfashion"), image_size=ctx.resolution, appearance_size=ctx.resolution,
                             pose_size=ctx.resolution, cache=True),
-        train=TrainConfig(max_steps=ctx.pick(300, 2), batch_size=ctx.pick(8, 2), optimizer="adam", lr=1e-3, weight_decay=0.0,
+        train=TrainConfig(max_steps=ctx.pick(160, 2), batch_size=ctx.pick(8, 2), optimizer="adam", lr=1e-3, weight_decay=0.0,
                           warmup_steps=20, lr_schedule="cosine", checkpoint_every=100, log_every=10),
         loss=DiffusionLossConfig(timestep_sampling="cubic"),
         sample=PoseSampleConfig(steps=SAMPLING["steps"], scheduler=SAMPLING["scheduler"]),

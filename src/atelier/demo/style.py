@@ -44,9 +44,9 @@ from atelier.training.tasks.autoencoder import ImageFolderConfig
 from atelier.training.tasks.text2img import CaptionedDataConfig, SampleConfig
 
 PREFIX = "an illustration, "
-TRANSLATE = {"strength": 0.2, "steps": 50, "guidance_scale": 3.0, "seed": 0, "scheduler": "ddim"}  # SDEdit, the recipe
+TRANSLATE = {"strength": 0.2, "steps": 25, "guidance_scale": 3.0, "seed": 0, "scheduler": "ddim"}  # SDEdit, the recipe
 INVERT = {**TRANSLATE, "strength": 0.5, "inversion": True}  # DDIM inversion by the base model, then the LoRA
-SWEEP = (0.3, 0.7)  # further inversion strengths, with the LoRA
+SWEEP = (0.7,)  # a further inversion strength, with the LoRA
 IMAGE_COND_SCALE = 0.3
 GRID_ROWS = 8
 PHOTO, PHOTO_VAE, PLAIN, STYLED, INV_PLAIN, INV_STYLED, DETAIL, ADAPTED, CEILING = (
@@ -60,7 +60,7 @@ PHOTO, PHOTO_VAE, PLAIN, STYLED, INV_PLAIN, INV_STYLED, DETAIL, ADAPTED, CEILING
 def style_configs(ctx: DemoContext, data: Path, base: Path) -> tuple[StyleLoraConfig, ImageAdapterConfig]:
     """The style LoRA (illustrations of training identities) and image adapter (training photos) configs."""
     style = data / "style"
-    lora_steps, adapter_steps, batch = ctx.pick(200, 2), ctx.pick(100, 2), ctx.pick(16, 2)
+    lora_steps, adapter_steps, batch = ctx.pick(120, 2), ctx.pick(60, 2), ctx.pick(16, 2)
     lora = StyleLoraConfig(
         model=ModelConfig(base=str(base)),
         data=CaptionedDataConfig(root=str(style / "illustration"), list_file=str(style / "train.lst"), caption_prefix=PREFIX,
