@@ -117,3 +117,42 @@ def test_colour_hits_say_per_image_whether_the_caption_names_its_colour():
 
     images = [figure("red"), figure("blue"), figure("green")]
     assert colour_hits(images, [{"red"}, {"red", "black"}, {"green"}]).tolist() == [True, False, True]
+
+
+def _banded(chest: tuple[int, int, int], thigh: tuple[int, int, int], size_hw=(96, 64)) -> Image.Image:
+    """A grey background with a figure column whose chest band and thigh band have the given colours."""
+    pixels = np.full((*size_hw, 3), 200, np.uint8)
+    height = size_hw[0]
+    pixels[int(height * 0.3): int(height * 0.5), 20:44] = chest
+    pixels[int(height * 0.6): int(height * 0.8), 20:44] = thigh
+    return Image.fromarray(pixels)
+
+
+def test_garment_type_reads_dress_when_chest_and_thighs_share_a_colour():
+    from atelier.data.synth.identity import PALETTE
+    from atelier.metrics.per_image import garment_type
+
+    assert garment_type(_banded(PALETTE["red"], PALETTE["red"])) == "dress"
+    assert garment_type(_banded(PALETTE["red"], PALETTE["blue"])) == "separates"
+    assert garment_type(Image.new("RGB", (64, 96), (200, 200, 200))) is None  # no figure at all
+
+
+def test_garment_type_is_right_on_most_true_fashionsynth_photos(synth_root):
+    import json
+
+    from atelier.metrics.per_image import balanced_hits, garment_type
+
+    rows = [json.loads(line) for line in (synth_root / "labels" / "attributes.jsonl").read_text().splitlines()]
+    kinds = ["dress" if any(g["type"] == "dress" for g in row["garments"]) else "separates" for row in rows]
+    read = [garment_type(Image.open(synth_root / "style" / "photo" / row["name"]).convert("RGB").resize((64, 96)))
+            for row in rows]
+    assert balanced_hits(read, kinds).sum() >= 0.75
+
+
+def test_balanced_hits_give_one_class_answers_half():
+    from atelier.metrics.per_image import balanced_hits
+
+    truths = ["dress"] * 2 + ["separates"] * 8
+    assert balanced_hits(["separates"] * 10, truths).sum() == pytest.approx(0.5)
+    assert balanced_hits(truths, truths).sum() == pytest.approx(1.0)
+    assert balanced_hits(["dress", None] + ["separates"] * 8, truths).tolist()[:2] == [0.25, 0.0]
