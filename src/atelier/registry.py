@@ -32,7 +32,9 @@ TASKS: dict[str, tuple[type, type]] = {
 def config_from_dict(data: dict[str, Any], source: str = "config") -> Any:
     """The typed config of the task named by data['task']."""
     task = data.get("task")
-    if task not in TASKS:
+    if task is None:
+        raise UserError(f"{source}: no 'task' key; add one, e.g. 'task: text2img' (tasks: {', '.join(TASKS)})")
+    if not isinstance(task, str) or task not in TASKS:
         raise UserError(f"{source}: 'task' is {task!r}; expected one of {', '.join(TASKS)}")
     return from_dict(TASKS[task][0], data, where="config")
 
