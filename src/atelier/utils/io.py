@@ -32,8 +32,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _create_temp_beside(path)
-    try:
+    mode = os.stat(tmp).st_mode & 0o7777  # what the umask allows; a writer that recreates the file (safetensors
+    try:  # writes its own 0600 file) gets it back before the rename
         yield Path(tmp)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
