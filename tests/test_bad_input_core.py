@@ -162,8 +162,10 @@ ROWS = [
     pytest.param(lambda ws: train(ws, "--out", str(ws.file)), 2, ["--out", "file.txt is a file"], id="train-out-is-file"),
     pytest.param(lambda ws: train(ws, "--out", str(ws.file / "run")), 2, ["--out", "file.txt is a file, expected a folder"],
                  id="train-out-under-a-file"),
-    pytest.param(lambda ws: train(ws, "--out", str(ws.someones)), 2, ["someones", "--resume", "--overwrite"],
-                 id="train-out-not-empty"),
+    pytest.param(lambda ws: train(ws, "--out", str(ws.someones)), 2, ["someones", "not an atelier training run"],
+                 id="train-out-foreign-folder"),
+    pytest.param(lambda ws: train(ws, "--out", str(ws.pose_run)), 2, ["poserun", "--resume", "--overwrite"],
+                 id="train-out-a-run-without-flags"),
     pytest.param(lambda ws: train(ws, "--out", str(ws.someones), "--overwrite"), 2,
                  ["someones", "not an atelier output", MARKER], id="train-overwrite-foreign-folder"),
     pytest.param(lambda ws: train(ws, "--out", str(ws.synth_out), "--overwrite"), 2,
@@ -217,8 +219,10 @@ ROWS = [
     pytest.param(lambda ws: synth(ws, "--out", str(ws.file)), 2, ["--out", "file.txt is a file"], id="synth-out-is-file"),
     pytest.param(lambda ws: synth(ws, "--out", str(ws.someones), "--overwrite"), 2,
                  ["someones", "not an atelier output"], id="synth-overwrite-foreign-folder"),
-    pytest.param(lambda ws: synth(ws, "--out", str(ws.someones)), 2, ["someones", "--overwrite"],
-                 id="synth-out-not-empty"),
+    pytest.param(lambda ws: synth(ws, "--out", str(ws.someones)), 2, ["someones", "not an atelier output"],
+                 id="synth-out-foreign-folder"),
+    pytest.param(lambda ws: synth(ws, "--out", str(ws.synth_out)), 2, ["synthout", "--overwrite"],
+                 id="synth-out-earlier-synth-output"),
 ]
 
 

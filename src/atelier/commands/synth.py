@@ -54,7 +54,7 @@ def check_flags(args: argparse.Namespace) -> tuple[int, int]:
     if args.seed < 0:
         raise UserError(f"--seed {args.seed}: expected an integer >= 0")
     check_folder_path(args.out, "--out")
-    if args.overwrite and not (args.out / "fashionsynth.json").is_file():  # FashionSynth folders made before markers
+    if not (args.out / "fashionsynth.json").is_file():  # FashionSynth folders made before markers are synth outputs
         check_overwritable(args.out, "synth")
     return size
 

@@ -76,6 +76,8 @@ def prepare_run_dir(run_dir: str | os.PathLike, config: Any, *, resume: bool, ov
         if run_task(run_dir) is None:
             check_overwritable(run_dir, "train")
         shutil.rmtree(run_dir)
+    elif run_task(run_dir) is None:  # neither flag would be accepted: do not suggest them
+        raise UserError(f"--out {run_dir} is not empty and not an atelier training run; choose a new or empty folder")
     else:
         raise UserError(f"run folder {run_dir} is not empty; pass --resume to continue it or --overwrite to start over")
     return run_dir

@@ -41,18 +41,19 @@ def is_empty_folder(folder: Path) -> bool:
 
 
 def check_overwritable(folder: str | os.PathLike, command: str, flag: str = "--out") -> None:
-    """Refuse to rewrite a non-empty folder that `atelier COMMAND` did not write (no marker, or another command's)."""
+    """Refuse to write into (or, with --overwrite, delete) a non-empty folder that `atelier COMMAND` did not write: no
+    marker, or another command's."""
     folder = Path(folder)
     if not folder.exists() or is_empty_folder(folder):
         return
     check_folder_path(folder, flag)
     marker = read_marker(folder)
     if marker is None:
-        raise UserError(f"{flag} {folder}: --overwrite refused, this non-empty folder is not an atelier output (no "
-                        f"{MARKER} in it), so it may hold data; choose a new or empty folder, or delete it yourself")
+        raise UserError(f"{flag} {folder} is not empty and not an atelier output (no {MARKER} in it), so it may "
+                        "hold data: refused, --overwrite replaces only atelier outputs; choose a new or empty folder")
     if marker.get("command") != command:
-        raise UserError(f"{flag} {folder}: --overwrite refused, this folder holds the output of `atelier "
-                        f"{marker.get('command')}`, not of `atelier {command}`; choose another folder")
+        raise UserError(f"{flag} {folder} holds the output of `atelier {marker.get('command')}`, not of `atelier "
+                        f"{command}`: refused; choose another folder")
 
 
 def check_folder_path(folder: str | os.PathLike, flag: str) -> None:
