@@ -1,12 +1,16 @@
 """Typed configuration: dataclasses loaded from YAML, dotted overrides from the command line, YAML saved beside outputs.
 
 Every section is a dataclass; loading checks each key against the fields, so a typo fails at once naming the key and
-the valid ones (no string registries that fail later at run time).
+the valid ones (no string registries that fail later at run time). Loading (`from_dict`) is also the one place values
+are validated, each error naming the dotted key and the expected range: every float must be finite, every image size
+field (`SIZE_FIELDS`) within `MIN_IMAGE_SIDE..MAX_IMAGE_SIDE` and a multiple of `IMAGE_MULTIPLE`, and a section with a
+`validate(where)` method (TrainConfig) checks its own ranges.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +22,23 @@ import yaml
 from atelier.errors import UserError
 
 T = TypeVar("T")
+MIN_IMAGE_SIDE, MAX_IMAGE_SIDE = 8, 4096  # pixels; 4096 x 4096 is already past any SD-1.x training size
+IMAGE_MULTIPLE = 8  # the SD VAE's pixels per latent cell: other sizes would be cropped silently
+SIZE_FIELDS = ("resolution", "image_size", "appearance_size", "pose_size")  # (height, width) image sizes, any section
+
+
+def require(ok: bool, where: str, expected: str, value: Any) -> None:
+    """Raise a UserError naming the dotted key `where`, what was expected and what was given, unless `ok`."""
+    if not ok:
+        raise UserError(f"{where}: expected {expected}, got {value!r}")
+
+
+def check_image_size(value: tuple[int, int], where: str) -> None:
+    """An image size (height, width): both sides MIN_IMAGE_SIDE..MAX_IMAGE_SIDE pixels and multiples of IMAGE_MULTIPLE."""
+    expected = (f"[height, width] with both sides {MIN_IMAGE_SIDE}..{MAX_IMAGE_SIDE} pixels and multiples of "
+                f"{IMAGE_MULTIPLE}, e.g. [64, 48]")
+    require(len(value) == 2 and all(MIN_IMAGE_SIDE <= side <= MAX_IMAGE_SIDE and side % IMAGE_MULTIPLE == 0
+                                    for side in value), where, expected, list(value))
 
 
 @dataclass
@@ -58,6 +79,29 @@ class TrainConfig:
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, slower steps
     channels_last: bool = False  # convolution weights in NHWC order (no gain measured at tiny size on CPU)
     compile: bool = False  # torch.compile the per-step model (a one-time compile, minutes on CPU); eager if it fails
+
+    def validate(self, where: str = "train") -> None:
+        """Refuse settings that would crash the loop or silently train nothing (a 0 batch, a NaN or negative rate)."""
+        if self.epochs is None:
+            require(self.max_steps >= 1, f"{where}.max_steps", "an integer >= 1 (or set train.epochs)", self.max_steps)
+        else:
+            require(self.epochs >= 1, f"{where}.epochs", "an integer >= 1 (or null to use max_steps)", self.epochs)
+        for name in ("batch_size", "gradient_accumulation", "lr_step_every", "log_every", "checkpoint_every",
+                     "keep_checkpoints"):
+            require(getattr(self, name) >= 1, f"{where}.{name}", "an integer >= 1", getattr(self, name))
+        require(self.sample_every is None or self.sample_every >= 1, f"{where}.sample_every", "an integer >= 1 or null",
+                self.sample_every)
+        require(self.warmup_steps >= 0, f"{where}.warmup_steps", "an integer >= 0", self.warmup_steps)
+        require(self.seed >= 0, f"{where}.seed", "an integer >= 0", self.seed)
+        require(self.lr > 0, f"{where}.lr", "a learning rate > 0, e.g. 1e-4", self.lr)
+        require(self.lr_step_gamma > 0, f"{where}.lr_step_gamma", "a factor > 0, e.g. 0.5", self.lr_step_gamma)
+        require(self.weight_decay >= 0, f"{where}.weight_decay", "a number >= 0", self.weight_decay)
+        require(all(0 <= beta < 1 for beta in self.adam_betas), f"{where}.adam_betas", "two numbers in [0, 1)",
+                list(self.adam_betas))
+        require(self.max_grad_norm is None or self.max_grad_norm >= 0, f"{where}.max_grad_norm",
+                "a number >= 0 (0 or null: no clipping)", self.max_grad_norm)
+        require(self.ema_decay is None or 0 <= self.ema_decay < 1, f"{where}.ema_decay",
+                "a number in [0, 1) or null (no EMA)", self.ema_decay)
 
 
 def _type_name(tp: Any) -> str:
@@ -107,7 +151,12 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
             raise UserError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer past float's range
+            number = math.inf
+        require(math.isfinite(number), where, "a finite number (not nan or inf)", value)
+        return number
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if tp is bool and isinstance(value, bool):
@@ -127,10 +176,16 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
     if unknown:
         raise UserError(f"unknown config key '{where}.{unknown[0]}'; valid keys in {where}: {', '.join(names)}")
     kwargs = {key: _convert(value, hints[key], f"{where}.{key}") for key, value in data.items()}
+    for key in SIZE_FIELDS:
+        if isinstance(kwargs.get(key), tuple):
+            check_image_size(kwargs[key], f"{where}.{key}")
     try:
-        return cls(**kwargs)
+        obj = cls(**kwargs)
     except TypeError as error:
         raise UserError(f"{where}: {error}") from None
+    if hasattr(obj, "validate"):
+        obj.validate(where)
+    return obj
 
 
 def to_dict(obj: Any) -> Any:
@@ -184,10 +239,17 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping with a clear error for a missing or malformed file."""
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"config file {path} is a folder, expected a YAML file (see configs/)")
     if not path.is_file():
         raise UserError(f"config file {path} not found; pass the path of a YAML file (see configs/)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise UserError(f"config file {path} is not UTF-8 text ({error.reason} at byte {error.start}); save it as "
+                        "UTF-8") from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
         raise UserError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -205,6 +267,9 @@ def save_yaml(obj: Any, path: str | Path) -> None:
 __all__ = [
     "ModelConfig",
     "TrainConfig",
+    "MAX_IMAGE_SIDE",
+    "check_image_size",
+    "require",
     "from_dict",
     "to_dict",
     "apply_overrides",

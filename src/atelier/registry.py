@@ -39,7 +39,9 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> Any:
     """The typed config of the task named by data['task']."""
     task = data.get("task")
     known = {name: classes[0] for name, classes in (TASKS | RECIPES).items()}
-    if task not in known:
+    if task is None:
+        raise UserError(f"{source}: no 'task' key; add one, e.g. 'task: text2img' (tasks: {', '.join(known)})")
+    if not isinstance(task, str) or task not in known:
         raise UserError(f"{source}: 'task' is {task!r}; expected one of {', '.join(known)}")
     return from_dict(known[task], data, where="config")
 

@@ -32,10 +32,12 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from atelier.demo import run_demo, task_names
     from atelier.errors import UserError
+    from atelier.utils.outputs import check_folder_path
 
     unknown = [t for t in args.task or [] if t not in task_names()]
     if unknown:
         raise UserError(f"--task {unknown[0]!r}: expected one of {', '.join(task_names())}")
+    check_folder_path(args.out, "--out")  # a file there, or no write permission: say so before minutes of work
     report = run_demo(args.out, args.task, fast=args.fast, from_scratch=args.from_scratch)
     print(f"report: {report}")
     return 0

@@ -69,11 +69,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the evaluation, write the JSON report atomically (rank 0 only) and print the markdown table."""
+    """Check the flags and that --out can be written (before any image is read), run the evaluation, write the JSON
+    report atomically (rank 0 only) and print the markdown table."""
+    from atelier.errors import UserError
     from atelier.metrics.evaluate import evaluate
     from atelier.metrics.report import markdown_table
     from atelier.utils.io import write_json
+    from atelier.utils.outputs import check_file_path
 
+    if args.workers is not None and not 1 <= args.workers <= 256:
+        raise UserError(f"--workers {args.workers}: expected 1..256 image-loading threads, or leave it out")
+    if args.seed < 0:
+        raise UserError(f"--seed {args.seed}: expected an integer >= 0")
+    check_file_path(args.out, "--out")
     report = evaluate(
         args.protocol,
         args.generated,

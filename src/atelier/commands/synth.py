@@ -35,20 +35,46 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
-def run(args: argparse.Namespace) -> int:
-    """Call synthesize with the parsed flags and print a one-paragraph summary."""
-    from atelier.data.synth import synthesize
-    from atelier.data.transforms import parse_size
+MAX_IDENTITIES = 100_000  # a stated bound: more is hours of rendering and tens of GB, surely a typo
 
+
+def check_flags(args: argparse.Namespace) -> tuple[int, int]:
+    """The flags synthesize does not check itself (upper bounds, the seed) and the output folder; returns --size as
+    (W, H). Runs before anything is rendered."""
+    from atelier.config import MAX_IMAGE_SIDE
+    from atelier.data.transforms import parse_size
+    from atelier.errors import UserError
+    from atelier.utils.outputs import check_folder_path, check_overwritable
+
+    size = parse_size(args.size, "--size")
+    if max(size) > MAX_IMAGE_SIDE:
+        raise UserError(f"--size {args.size}: each side must be at most {MAX_IMAGE_SIDE} px, e.g. 176x256")
+    if args.identities > MAX_IDENTITIES:
+        raise UserError(f"--identities {args.identities}: expected at most {MAX_IDENTITIES:,} people")
+    if args.seed < 0:
+        raise UserError(f"--seed {args.seed}: expected an integer >= 0")
+    check_folder_path(args.out, "--out")
+    if not (args.out / "fashionsynth.json").is_file():  # FashionSynth folders made before markers are synth outputs
+        check_overwritable(args.out, "synth")
+    return size
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the flags, call synthesize and print a one-paragraph summary; mark the folder as a synth output."""
+    from atelier.data.synth import synthesize
+    from atelier.utils.outputs import write_marker
+
+    size = check_flags(args)
     summary = synthesize(
         args.out,
         identities=args.identities,
         poses_per_identity=args.poses_per_identity,
-        size=parse_size(args.size, "--size"),
+        size=size,
         seed=args.seed,
         test_fraction=args.test_fraction,
         overwrite=args.overwrite,
     )
+    write_marker(args.out, "synth")
     images, pairs, people = summary.images, summary.pairs, summary.identities
     print(
         f"FashionSynth wrote {images['train'] + images['test']} images ({images['train']} train, {images['test']} test) "

@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from atelier.config import MAX_IMAGE_SIDE
 from atelier.data import transforms
 from atelier.errors import UserError
 
@@ -32,16 +33,23 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def parse_size(text: str, flag: str = "--test-size") -> tuple[int, int]:
-    """Parse a test size 'HxW' (e.g. 256x176, the papers' convention) into (height, width); at least 16 px a side."""
-    return transforms.parse_size(text, flag, order="hw", minimum=16)
+    """Parse a test size 'HxW' (e.g. 256x176, the papers' convention) into (height, width); 16..MAX_IMAGE_SIDE px a side."""
+    size = transforms.parse_size(text, flag, order="hw", minimum=16)
+    if max(size) > MAX_IMAGE_SIDE:
+        raise UserError(f"{flag} {text}: each side must be at most {MAX_IMAGE_SIDE} px, e.g. 256x176")
+    return size
 
 
 def list_images(folder: str | os.PathLike, flag: str) -> list[Path]:
-    """Sorted image files directly inside `folder` (not recursive); a clear error if there are none."""
+    """Sorted image files directly inside `folder` (not recursive); a clear error if there are none.
+
+    Hidden files are skipped: `.NAME.RANDOM.tmp.png` is what an interrupted atomic write leaves behind (see
+    atelier.utils.io), `._NAME.png` macOS metadata; neither is a generated image."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{flag} {folder}: not a folder; expected a folder of images (.png/.jpg)")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    files = sorted(p for p in folder.iterdir()
+                   if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file())
     if not files:
         raise UserError(f"{flag} {folder}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)} directly inside)")
     return files

@@ -4,7 +4,9 @@ A task (atelier.training.tasks.*, atelier.methods.*.train, each built on atelier
 models, data and loss; this loop owns everything else: data order, gradient accumulation, mixed precision, clipping,
 learning-rate schedule, EMA, logging, checkpoints and resume, periodic samples. Resume is exact: data order and noise
 are functions of (seed, step), and the step reaches the task's loss, so a run killed and resumed ends with the same
-weights as one that never stopped.
+weights as one that never stopped. A checkpoint that does not read whole (truncated, a file missing) is skipped, with
+a warning naming it, for the one before; a log line a kill cut in half is dropped. The run folder is marked as this
+task's run (atelier.training.run_dir), so another task's config cannot resume into it.
 
 Speed, each feature a TrainConfig switch (docs/speed.md, "Training"): the fused Adam/AdamW kernel (on by default where
 the device supports it); gradient checkpointing, channels-last memory order and torch.compile of the task's per-step
@@ -28,7 +30,8 @@ import torch
 from atelier.config import TrainConfig, save_yaml
 from atelier.diffusion.speed import compiler_error, error_line
 from atelier.errors import UserError
-from atelier.utils.io import save_safetensors, write_json
+from atelier.training.run_dir import claim_run_dir
+from atelier.utils.io import save_safetensors, write_json, write_text
 from atelier.utils.plot import plot_losses
 from atelier.utils.progress import progress
 
@@ -173,9 +176,9 @@ def prepare_step_modules(task: TrainingTask, cfg: TrainConfig) -> None:
             compile_for_training(module)
 
 
-def _latest_checkpoint(run_dir: Path) -> Path | None:
-    folders = sorted((run_dir / "checkpoints").glob("step-*"))
-    return folders[-1] if folders else None
+def _checkpoints(run_dir: Path) -> list[Path]:
+    """The run's checkpoint folders, oldest first (step-N; a `.tmp-step-N` being written is not one)."""
+    return sorted((run_dir / "checkpoints").glob("step-*"))
 
 
 def _save_checkpoint(run_dir: Path, step: int, task: TrainingTask, optimizer, scaler, ema: dict | None, cfg: TrainConfig,
@@ -196,29 +199,83 @@ def _save_checkpoint(run_dir: Path, step: int, task: TrainingTask, optimizer, sc
         save_yaml(config, tmp / "config.yaml")
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
-    for old in sorted((run_dir / "checkpoints").glob("step-*"))[: -cfg.keep_checkpoints]:
+    for old in _checkpoints(run_dir)[: -cfg.keep_checkpoints]:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _load_checkpoint(folder: Path, task: TrainingTask, optimizer, scaler, ema: dict | None) -> int:
+def _read_checkpoint(folder: Path) -> dict[str, Any]:
+    """Every file of a checkpoint, read into memory before any is applied: a damaged one (truncated, missing a file)
+    raises here, with nothing half-loaded."""
     from safetensors.torch import load_file
 
+    found: dict[str, Any] = {"step": json.loads((folder / "state.json").read_text(encoding="utf-8"))["step"]}
+    if not isinstance(found["step"], int) or found["step"] < 1:
+        raise ValueError(f"state.json: step {found['step']!r} is not a positive integer")
+    found["trainable"] = load_file(str(folder / "trainable.safetensors"))
+    found["optimizer"] = torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu")
+    if (folder / "grad_scaler.pt").exists():
+        found["grad_scaler"] = torch.load(folder / "grad_scaler.pt", weights_only=True)
+    if (folder / "ema.safetensors").exists():
+        found["ema"] = load_file(str(folder / "ema.safetensors"))
+    return found
+
+
+def _newest_readable_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint that reads whole; each damaged newer one is skipped with a warning naming it."""
+    folders = _checkpoints(run_dir)
+    damaged = []
+    for folder in reversed(folders):
+        try:
+            return folder, _read_checkpoint(folder)
+        except MemoryError:
+            raise
+        except Exception as error:  # any failure to read the files is damage (a kill, a full disk, a bad copy)
+            reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+            logger.warning("--resume: checkpoint %s is damaged (%s); falling back to the previous one", folder, reason)
+            damaged.append(folder)
+    if damaged:
+        raise UserError(f"--resume: every checkpoint in {run_dir / 'checkpoints'} is damaged (newest: {damaged[0]}); "
+                        "start over with --overwrite, or restore a checkpoint folder")
+    return None
+
+
+def _apply_checkpoint(folder: Path, found: dict[str, Any], task: TrainingTask, optimizer, scaler,
+                      ema: dict | None) -> int:
+    """Load a read checkpoint into the task, optimizer, grad scaler and EMA; a mismatch names the checkpoint."""
+    fix = "resume with the config the run was made with (its config.yaml), or start a new run without --resume"
     try:
-        task.load_trainable_state_dict(load_file(str(folder / "trainable.safetensors")))
+        task.load_trainable_state_dict(found["trainable"])
     except UserError as error:  # say which checkpoint
         raise UserError(f"{folder / 'trainable.safetensors'}: {error}") from None
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu"))
-    if scaler is not None and (folder / "grad_scaler.pt").exists():
-        scaler.load_state_dict(torch.load(folder / "grad_scaler.pt", weights_only=True))
-    if ema is not None and (folder / "ema.safetensors").exists():
-        ema.update(load_file(str(folder / "ema.safetensors")))
-    return int(json.loads((folder / "state.json").read_text())["step"])
+    try:
+        optimizer.load_state_dict(found["optimizer"])
+    except (ValueError, KeyError) as error:
+        raise UserError(f"{folder / 'optimizer.pt'}: does not fit this task's optimizer ({error}); {fix}") from None
+    if scaler is not None and "grad_scaler" in found:
+        scaler.load_state_dict(found["grad_scaler"])
+    if ema is not None and "ema" in found:
+        ema.update(found["ema"])
+    return found["step"]
 
 
 def _read_log(path: Path, up_to_step: int) -> list[dict]:
+    """The log's rows up to `up_to_step`; a line that does not parse (the half-written last line of a killed run) is
+    dropped with a warning."""
     if not path.exists():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(path.read_bytes().decode("utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                raise ValueError("not a log row")
+        except ValueError:
+            logger.warning("--resume: dropped line %d of %s, which is not a whole log row (a killed run's last write)",
+                           number, path)
+            continue
+        rows.append(row)
     return [row for row in rows if row["step"] <= up_to_step]
 
 
@@ -227,9 +284,12 @@ def train(task: TrainingTask, cfg: TrainConfig, run_dir: str | Path, *, resume: 
     """Run (or resume) training; `stop_after` ends early after that many steps, as a kill would (for tests)."""
     from accelerate import Accelerator
 
+    cfg.validate("train")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    task_name = getattr(config, "task", None) or getattr(getattr(task, "cfg", None), "task", None)
+    claim_run_dir(run_dir, task_name, write=accelerator.is_main_process)
     prepare_step_modules(task, cfg)
     params = task.trainable_parameters()
     if not params:
@@ -241,17 +301,17 @@ def train(task: TrainingTask, cfg: TrainConfig, run_dir: str | Path, *, resume: 
     steps = total_steps(cfg, n_examples)
 
     start = 0
-    checkpoint = _latest_checkpoint(run_dir) if resume else None
+    checkpoint = _newest_readable_checkpoint(run_dir) if resume else None
     if resume and checkpoint is None:
         logger.info("--resume: no checkpoint in %s, starting from step 0", run_dir / "checkpoints")
     if checkpoint is not None:
-        start = _load_checkpoint(checkpoint, task, optimizer, scaler, ema)
-        logger.info("resumed from %s (step %d of %d)", checkpoint, start, steps)
+        start = _apply_checkpoint(*checkpoint, task, optimizer, scaler, ema)
+        logger.info("resumed from %s (step %d of %d)", checkpoint[0], start, steps)
     if config is not None:
         save_yaml(config, run_dir / "config.yaml")
     log_path = run_dir / "log.jsonl"
     log_rows = _read_log(log_path, start)
-    log_path.write_text("".join(json.dumps(row) + "\n" for row in log_rows))
+    write_text(log_path, "".join(json.dumps(row) + "\n" for row in log_rows))
     if ema is not None:  # the tensors EMA follows, paired once (after loading: a checkpoint may have replaced them)
         live = task.trainable_state_dict()
         ema_tensors, live_tensors = list(ema.values()), [live[name].detach() for name in ema]

@@ -105,7 +105,11 @@ def run_recipe(cfg: BaseRecipeConfig, run_dir: str | Path) -> Path:
     from atelier.data.synth import synthesize
     from atelier.diffusion.release import write_release
 
+    from atelier.training.run_dir import claim_run_dir
+
     run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    claim_run_dir(run_dir, cfg.task)  # a marked run folder, so that --resume and --overwrite recognise it
     data = run_dir / "data"
     if not (data / "style" / "train.lst").is_file():
         synthesize(data, overwrite=True, **to_dict(cfg.data))

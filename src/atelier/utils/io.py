@@ -4,10 +4,26 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+
+def _create_temp_beside(path: Path) -> Path:
+    """Create an empty hidden file `.NAME.RANDOM.tmp.SUFFIX` beside `path` and return its path.
+
+    Created with mode 0o666 as a plain open() would, so the umask alone decides the final file's permissions
+    (tempfile.mkstemp's 0600 would make every model and report unreadable to other users). The hidden
+    `.*.tmp.*` name is what listings skip when an interrupted write leaves one behind."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 @contextmanager
@@ -15,10 +31,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed onto `path`, on failure it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
+    tmp = _create_temp_beside(path)
+    mode = os.stat(tmp).st_mode & 0o7777  # what the umask allows; a writer that recreates the file (safetensors
+    try:  # writes its own 0600 file) gets it back before the rename
         yield Path(tmp)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
