@@ -21,6 +21,7 @@ from atelier.errors import UserError
 from atelier.methods.cfld.network import CFLD, CFLDConfig
 
 MODEL_CONFIG = "cfld.yaml"
+SD15_WIDTHS, SD15_CONTEXT = (320, 640, 1280, 1280), 768  # the UNet CFLD's release was trained with
 
 
 @dataclass
@@ -93,6 +94,12 @@ def _load_release(folder: Path, base: str | None) -> PoseModel:
         raise UserError(f"{folder} is CFLD's released checkpoint: pass --base with a Stable Diffusion 1.5 folder "
                         "(its VAE, scheduler and UNet configuration are used)")
     components = load_components(base)
+    unet = components.unet.config
+    widths, context = tuple(unet.block_out_channels), unet.cross_attention_dim
+    if (widths, context) != (SD15_WIDTHS, SD15_CONTEXT):
+        raise UserError(f"--base {base}: its UNet has block widths {'/'.join(map(str, widths))} and context width "
+                        f"{context}, but CFLD's released checkpoint fits Stable Diffusion 1.5 ("
+                        f"{'/'.join(map(str, SD15_WIDTHS))}, {SD15_CONTEXT}); pass --base with a Stable Diffusion 1.5 folder")
     config = PoseModelConfig()
     cfld = CFLD(config.cfld, components.unet, config.appearance_size)
     load_cfld_release(cfld, folder)
