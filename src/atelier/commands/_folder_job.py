@@ -176,17 +176,18 @@ class FolderJob:
 
     def report(self, verb: str) -> None:
         """Print how many outputs were written, kept and skipped, and warn naming each skipped input; UserError when
-        there was something to do and every input was skipped (nothing done is not a success)."""
+        every input was skipped and no earlier output exists (nothing done is not a success; a resumed run whose
+        only inputs left are ones it skipped before is)."""
         print(f"{verb} {len(self.written)} images into {self.out} ({self.kept} existing kept, {len(self.skipped)} skipped)")
         for entry in self.skipped:
             logger.warning("skipped: %s", entry["reason"])
-        if self.todo and not self.written:
+        if self.todo and not self.written and not self.kept:
             raise unreadable_error([entry["file"] for entry in self.skipped], len(self.todo))
 
     def refuse_unreadable(self) -> None:
-        """Before the model loads: UserError when no input file still to do can even be opened as an image (a quick
-        look at each file's header; inputs that open but fail to decode are skipped later, and `report` refuses a run
-        that skipped them all)."""
+        """Before the model loads: UserError when no input can even be opened as an image and no earlier output exists
+        (a quick look at each header; inputs that open but fail to decode are skipped later, and `report` refuses a
+        run that skipped them all)."""
         from PIL import Image
 
         unreadable = []
@@ -196,7 +197,7 @@ class FolderJob:
                     pass
             except Exception:  # noqa: BLE001 - any failure to open means not an image we can read; named below
                 unreadable.append(str(task.source))
-        if self.todo and len(unreadable) == len(self.todo):
+        if self.todo and not self.kept and len(unreadable) == len(self.todo):
             raise unreadable_error(unreadable, len(self.todo))
 
 

@@ -71,13 +71,14 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
 
 def _plan_single(args: argparse.Namespace, started: float) -> tuple[FolderJob, np.ndarray]:
-    """The job of redrawing --source in --target-pose, and the pose's keypoints (checked for form, not yet against the
-    model's keypoint frame): read before the model loads, so a bad pose or source costs no load."""
+    """The job of redrawing --source in --target-pose, and the pose's keypoints (checked against the model's keypoint
+    frame, read from its config): read before the model loads, so a bad pose or source costs no load."""
     from atelier.data.pairs import read_target_pose
     from atelier.data.transforms import open_rgb
+    from atelier.methods.cfld.model import keypoint_frame
     from atelier.methods.cfld.sample import output_name
 
-    name, keypoints = read_target_pose(args.target_pose, args.annotations)
+    name, keypoints = read_target_pose(args.target_pose, args.annotations, keypoint_frame(args.checkpoint))
     open_rgb(args.source)  # missing or unreadable: refused now, naming the file
     job = plan([(Path(args.source), args.out / output_name(args.source, name))], args.out, args.seed, args.overwrite, started)
     return job, keypoints
@@ -85,13 +86,12 @@ def _plan_single(args: argparse.Namespace, started: float) -> tuple[FolderJob, n
 
 def _draw_single(args: argparse.Namespace, model, job: FolderJob, keypoints: np.ndarray) -> None:
     """Redraw --source in --target-pose (seed --seed), unless an earlier run did."""
-    from atelier.data.pose import cfld_pose_map, validate_keypoints
+    from atelier.data.pose import cfld_pose_map
     from atelier.data.transforms import load_image_tensor
     from atelier.methods.cfld.sample import transfer
     from atelier.utils.images import tensor_to_pil
 
     config = model.config
-    validate_keypoints(keypoints, f"--target-pose {args.target_pose}", config.frame)
     for task in job.todo:
         appearance = load_image_tensor(task.source, config.appearance_size)
         pose = cfld_pose_map(keypoints, config.pose_size, config.frame)
