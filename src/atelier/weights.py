@@ -198,6 +198,12 @@ def resolve(spec: WeightFile | str, weights_dir: str | os.PathLike | None = None
     )
 
 
+def _first_line(error: BaseException) -> str:
+    """The first line of an error message (torch's unpickling errors run to a page), for one-line messages."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
 def load_state_dict(path: str | os.PathLike) -> dict:
     """Load a state dict safely: safetensors, or torch.load(weights_only=True) on CPU; unwrap a 'state_dict' key."""
     import torch
@@ -206,12 +212,16 @@ def load_state_dict(path: str | os.PathLike) -> dict:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return dict(load_file(str(path), device="cpu"))
+        try:
+            return dict(load_file(str(path), device="cpu"))
+        except Exception as error:  # SafetensorError, OSError: a damaged file, or a pickle renamed .safetensors
+            raise UserError(f"weights file {path} is not a readable safetensors file ({_first_line(error)}); it is "
+                            "damaged or another format: fetch or convert it again") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise UserError(f"cannot read weights file {path} as a weights-only torch state dict ({error}); "
-                        "expected a .pth/.safetensors state dict as published") from error
+    except Exception as error:  # the weights-only unpickler refuses anything but tensors and containers
+        raise UserError(f"cannot read weights file {path} as a weights-only torch state dict ({_first_line(error)}); "
+                        "expected a .pth/.safetensors state dict as published (pickled code is never run)") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -3,7 +3,11 @@ that exist, draw the rest in batches, then write OUT/grid.png and OUT/settings.j
 
 Input i of the full, ordered input list gets seed --seed + i, numbered before existing outputs are left out, so an
 output depends neither on --batch-size, nor on its batch-mates, nor on resuming. Every folder command's outputs pass
-through `plan`: checks on where outputs go belong there (`_refuse_collisions`; next, an output that is an input).
+through `plan`, which refuses, before any work, whatever would lose a file: two inputs for one output, an output that
+is an input, an input inside OUT (or OUT inside an input folder: a rerun would read its outputs as inputs), an output
+where a folder or a job file (grid.png, settings.json) is, and an OUT that is neither new, nor empty, nor an atelier
+output folder. `claim_out` makes OUT one: it writes the marker OUT/.atelier-output.json (training runs have their own
+marker), which is also the check that OUT is writable.
 
 Nothing heavy is imported at the top: the commands import this module to build their parsers, and `atelier --help`
 must not wait for torch.
@@ -12,6 +16,8 @@ must not wait for torch.
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +25,15 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from atelier.errors import UserError
 
+logger = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+OUTPUT_MARKER = ".atelier-output.json"  # marks an atelier output folder (training runs have their own marker)
+JOB_FILES = ("grid.png", "settings.json", "preview/grid.png", OUTPUT_MARKER)  # what a job writes besides its outputs
+MAX_NAMED = 5  # inputs named in one error; the rest are counted
 GRID_ROWS = 8  # OUT/grid.png shows the first results at a glance; the outputs themselves are the full record
 SEED_HELP = "random seed: image i of the inputs (files as given, folders sorted) uses N+i (default 0)"
 
@@ -51,6 +62,7 @@ def image_pairs(inputs: Sequence[str], out: Path) -> list[tuple[Path, Path]]:
     from atelier.data.formats.captioned import list_images
 
     pairs = []
+    _refuse_inputs_in_out(inputs, out)
     for text in inputs:
         path = Path(text).expanduser()
         if path.is_dir():
@@ -62,6 +74,20 @@ def image_pairs(inputs: Sequence[str], out: Path) -> list[tuple[Path, Path]]:
     if not pairs:
         raise UserError(f"INPUT {' '.join(inputs)}: no images found (expected .jpg, .png, .webp or .bmp files)")
     return pairs
+
+
+def _refuse_inputs_in_out(inputs: Sequence[str], out: Path) -> None:
+    """UserError for an INPUT inside --out (its output could replace it) or an --out inside an INPUT folder (a rerun
+    would take the outputs for inputs): the two folders must not nest, with or without --overwrite."""
+    out_path = out.expanduser().resolve()
+    for text in inputs:
+        path = Path(text).expanduser().resolve()
+        if path == out_path or out_path in path.parents:
+            raise UserError(f"INPUT {text} lies inside --out {out}: its output could replace it; choose an --out "
+                            "outside the inputs")
+        if path.is_dir() and path in out_path.parents:
+            raise UserError(f"--out {out} lies inside the INPUT folder {text}: a rerun would translate the outputs too; "
+                            "choose an --out outside the inputs")
 
 
 @dataclass(frozen=True)
@@ -149,19 +175,107 @@ class FolderJob:
                                         "seconds": round(time.time() - self.started, 2)})
 
     def report(self, verb: str) -> None:
-        """Print how many outputs were written, kept and skipped, and why each skipped input was."""
+        """Print how many outputs were written, kept and skipped, and warn naming each skipped input; UserError when
+        every input was skipped and no earlier output exists (nothing done is not a success; a resumed run whose
+        only inputs left are ones it skipped before is)."""
         print(f"{verb} {len(self.written)} images into {self.out} ({self.kept} existing kept, {len(self.skipped)} skipped)")
         for entry in self.skipped:
-            print(f"  skipped: {entry['reason']}")
+            logger.warning("skipped: %s", entry["reason"])
+        if self.todo and not self.written and not self.kept:
+            raise unreadable_error([entry["file"] for entry in self.skipped], len(self.todo))
+
+    def refuse_unreadable(self) -> None:
+        """Before the model loads: UserError when no input can even be opened as an image and no earlier output exists
+        (a quick look at each header; inputs that open but fail to decode are skipped later, and `report` refuses a
+        run that skipped them all)."""
+        from PIL import Image
+
+        unreadable = []
+        for task in self.todo:
+            try:
+                with Image.open(task.source):
+                    pass
+            except Exception:  # noqa: BLE001 - any failure to open means not an image we can read; named below
+                unreadable.append(str(task.source))
+        if self.todo and not self.kept and len(unreadable) == len(self.todo):
+            raise unreadable_error(unreadable, len(self.todo))
+
+
+def unreadable_error(files: Sequence[str], total: int) -> UserError:
+    """The one error for a run whose inputs could none of them be read: the first few named, the rest counted."""
+    named = ", ".join(files[:MAX_NAMED]) + (f" and {len(files) - MAX_NAMED} more" if len(files) > MAX_NAMED else "")
+    return UserError(f"none of the {total} inputs to convert could be read as an image: {named}; check that they are "
+                     ".jpg, .png, .webp or .bmp images and readable")
 
 
 def plan(pairs: Sequence[tuple[Any, Path]], out: Path, seed: int, overwrite: bool, started: float | None = None) -> FolderJob:
     """The job for (input, output file) `pairs`: input i gets seed + i, numbered before the outputs that exist are left
-    out (kept unless `overwrite`). `started`: when the run began (default now), for settings.json's seconds."""
+    out (kept unless `overwrite`). `started`: when the run began (default now), for settings.json's seconds.
+    Refuses (before any work) what would lose a file, then makes OUT an atelier output folder (`claim_out`)."""
+    from atelier.diffusion.sampling import check_seeds
+
+    check_seeds(seed, len(pairs))
     _refuse_collisions(pairs)
+    _refuse_blocked_outputs(pairs, out)
+    claim_out(out, overwrite)
     todo = [Task(source, target, seed + index, index) for index, (source, target) in enumerate(pairs)
             if overwrite or not target.exists()]
     return FolderJob(out, todo, len(pairs), time.time() if started is None else started)
+
+
+def claim_out(out: Path, overwrite: bool) -> None:
+    """Make OUT an atelier output folder, before any work: refuse a file, and a non-empty folder that is not one
+    (no marker; with or without --overwrite, its grid.png, settings.json and same-named files would be replaced);
+    then create it and (re)write the marker, which proves it writable."""
+    from atelier import __version__
+    from atelier.utils.io import write_json
+
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; expected a folder for the outputs (choose another --out)")
+    if out.is_dir() and not is_output_folder(out) and any(out.iterdir()):
+        why = "--overwrite would replace its files" if overwrite else "its files would be taken for outputs or replaced"
+        raise UserError(f"--out {out} is not empty and is not an atelier output folder (no {OUTPUT_MARKER}): {why}; "
+                        "choose a new or empty folder")
+    try:
+        write_json(out / OUTPUT_MARKER, {"written_by": f"atelier {__version__}",
+                                         "note": "an atelier output folder: --overwrite may replace the files here"})
+    except OSError as error:
+        raise UserError(f"--out {out}: cannot write there ({error.strerror or error}); choose a folder you can write to") from None
+
+
+def is_output_folder(folder: Path) -> bool:
+    """Whether `folder` holds atelier outputs: the marker, or (from before the marker) a settings.json that atelier
+    wrote, naming its version."""
+    if (folder / OUTPUT_MARKER).is_file():
+        return True
+    try:
+        settings = json.loads((folder / "settings.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(settings, dict) and isinstance(settings.get("versions"), dict) and "atelier" in settings["versions"]
+
+
+def _refuse_blocked_outputs(pairs: Sequence[tuple[Any, Path]], out: Path) -> None:
+    """UserError for an output that is one of the inputs, that would replace a job file (grid, settings, marker), or
+    whose place is taken by a folder (the output) or a file (a folder on its way): found now, not mid-run."""
+    inputs = {_identity(source) for source, _ in pairs if isinstance(source, Path)}
+    job_files = {out / name for name in JOB_FILES}
+    for source, target in pairs:
+        if target in job_files:
+            raise UserError(f"input {source} would be written to {target}, where the job writes its own "
+                            f"{target.name}; rename the input")
+        if target.resolve() in inputs:
+            raise UserError(f"output {target} is one of the inputs: writing it would replace the input; choose "
+                            "another --out")
+        if target.is_dir():
+            raise UserError(f"output {target} is a folder; move it away or choose another --out")
+    for parent in {target.parent for _, target in pairs}:
+        for folder in (parent, *parent.parents):
+            if folder == out or folder.is_dir():
+                break
+            if folder.exists():
+                raise UserError(f"{folder} is a file where the outputs need a folder; move it away or choose "
+                                "another --out")
 
 
 def _refuse_collisions(pairs: Sequence[tuple[Any, Path]]) -> None:

@@ -6,7 +6,7 @@ import argparse
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 if TYPE_CHECKING:
     from atelier.diffusion.speed import SpeedConfig
@@ -102,6 +102,21 @@ def size_hw(components, text: str | None, flag: str = "--size") -> tuple[int, in
     return height, width
 
 
+def check_numbers(args: argparse.Namespace, scales: Sequence[str], shares: Sequence[str] = ()) -> None:
+    """Before any work: each of `scales` (argument names, e.g. "guidance_scale") finite and >= 0, each of `shares` in
+    [0, 1], --size (when given) within its bounds; the errors name the flag."""
+    from atelier.data.transforms import parse_size
+    from atelier.diffusion.sampling import check_range
+
+    def flags(names: Sequence[str]) -> dict[str, float]:
+        return {"--" + name.replace("_", "-"): getattr(args, name) for name in names}
+
+    check_range(flags(scales))
+    check_range(flags(shares), 0.0, 1.0)
+    if getattr(args, "size", None):
+        parse_size(args.size, "--size")
+
+
 def write_settings(args: argparse.Namespace, out: Path, extra: dict) -> None:
     """OUT/settings.json: every option of the command plus what it produced and the versions used."""
     import diffusers
@@ -121,23 +136,30 @@ def add_parser(subparsers) -> None:
     add_model_arguments(parser, seed_help="random seed: image i of --num-images uses N+i (default 0)")
     parser.add_argument("--num-images", type=int, default=1, metavar="N", help="images per prompt (default 1)")
     parser.add_argument("--steps", type=int, default=30, metavar="N", help="sampling steps (default 30)")
-    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty OUT")
+    parser.add_argument("--overwrite", action="store_true", help="replace the images of an earlier run in OUT")
     add_speed_arguments(parser, compile_default="off: one batch does not repay the compile time")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from atelier.commands._folder_job import OUTPUT_MARKER, claim_out, require_positive
+    from atelier.diffusion.sampling import check_seeds
     from atelier.diffusion.text2img import generate
     from atelier.errors import UserError
     from atelier.methods.style.model import load_style_model
     from atelier.utils.images import make_grid
-    from atelier.utils.io import prepare_out_dir, save_image
+    from atelier.utils.io import save_image
 
     if not args.prompt:
         raise UserError("--prompt is required: the text to draw (include the LoRA's identifier, e.g. 'A Monet painting, ')")
-    if args.num_images < 1 or args.steps < 1:
-        raise UserError(f"--num-images {args.num_images} / --steps {args.steps}: expected positive integers")
-    out_dir = prepare_out_dir(args.out, args.overwrite)
+    require_positive({"--num-images": args.num_images, "--steps": args.steps})
+    check_numbers(args, ["guidance_scale", "lora_scale"])
+    check_seeds(args.seed, args.num_images)
+    claim_out(args.out, args.overwrite)
+    out_dir = args.out
+    if not args.overwrite and any(path.name != OUTPUT_MARKER for path in out_dir.iterdir()):
+        raise UserError(f"--out {out_dir} holds an earlier run's images; pass --overwrite to replace them, or choose "
+                        "another folder")
     started = time.time()
     speed = speed_from_args(args, many=False)
     components, _ = load_style_model(args.model, args.lora, args.lora_scale, speed=speed)

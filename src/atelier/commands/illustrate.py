@@ -8,7 +8,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from atelier.commands._folder_job import SEED_HELP, add_job_arguments, has_folder, image_pairs, plan, require_positive
-from atelier.commands.generate import add_scheduler_argument, add_speed_arguments, size_hw, speed_from_args
+from atelier.commands.generate import (
+    add_scheduler_argument,
+    add_speed_arguments,
+    check_numbers,
+    size_hw,
+    speed_from_args,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,15 +65,20 @@ def _sketch_override(text: str | None):
 
 
 def run(args: argparse.Namespace) -> int:
+    from atelier.diffusion.sampling import check_range
     from atelier.methods.unidllora.dual_lora import parse_weights
     from atelier.methods.unidllora.model import load_illustrator
     from atelier.methods.unidllora.sample import illustrate
     from atelier.methods.unidllora.uni_adapter import BRANCHES
 
     require_positive({"--batch-size": args.batch_size, "--steps": args.steps})
+    check_numbers(args, ["guidance_scale", "adapter_scale"], shares=["strength"])
     lora_weights = parse_weights(args.lora_weights)
     adapter_weights = list(parse_weights(args.adapter_weights, "--adapter-weights", BRANCHES).values())
+    check_range({f"--lora-weights {name}": weight for name, weight in lora_weights.items()})
+    check_range({f"--adapter-weights {name}": share for name, share in zip(BRANCHES, adapter_weights)})
     job = plan(image_pairs(args.inputs, args.out), args.out, args.seed, args.overwrite)
+    job.refuse_unreadable()
     logger.info("illustrate: %d images (%d kept from earlier runs)", len(job.todo), job.kept)
     speed = speed_from_args(args, many=has_folder(args.inputs))
     if job.todo:

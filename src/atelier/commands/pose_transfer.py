@@ -7,9 +7,13 @@ import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from atelier.commands._folder_job import FolderJob, add_job_arguments, plan, require_positive
-from atelier.commands.generate import add_scheduler_argument, add_speed_arguments, speed_from_args
+from atelier.commands.generate import add_scheduler_argument, add_speed_arguments, check_numbers, speed_from_args
+
+if TYPE_CHECKING:
+    import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -63,39 +67,62 @@ def _check_arguments(args: argparse.Namespace) -> None:
     if not args.test_set and not (args.source and args.target_pose):
         raise UserError("--source and --target-pose go together: the person to redraw and the pose to draw them in")
     require_positive({"--batch-size": args.batch_size, "--steps": args.steps, "--limit": args.limit})
+    check_numbers(args, ["pose_scale", "full_scale"])
 
 
-def _single(args: argparse.Namespace, model, started: float) -> FolderJob:
-    """Redraw --source in --target-pose (seed --seed), unless an earlier run did."""
+def _plan_single(args: argparse.Namespace, started: float) -> tuple[FolderJob, np.ndarray]:
+    """The job of redrawing --source in --target-pose, and the pose's keypoints (checked against the model's keypoint
+    frame, read from its config): read before the model loads, so a bad pose or source costs no load."""
     from atelier.data.pairs import read_target_pose
+    from atelier.data.transforms import open_rgb
+    from atelier.methods.cfld.model import keypoint_frame
+    from atelier.methods.cfld.sample import output_name
+
+    name, keypoints = read_target_pose(args.target_pose, args.annotations, keypoint_frame(args.checkpoint))
+    open_rgb(args.source)  # missing or unreadable: refused now, naming the file
+    job = plan([(Path(args.source), args.out / output_name(args.source, name))], args.out, args.seed, args.overwrite, started)
+    return job, keypoints
+
+
+def _draw_single(args: argparse.Namespace, model, job: FolderJob, keypoints: np.ndarray) -> None:
+    """Redraw --source in --target-pose (seed --seed), unless an earlier run did."""
     from atelier.data.pose import cfld_pose_map
     from atelier.data.transforms import load_image_tensor
-    from atelier.methods.cfld.sample import output_name, transfer
+    from atelier.methods.cfld.sample import transfer
     from atelier.utils.images import tensor_to_pil
 
     config = model.config
-    name, keypoints = read_target_pose(args.target_pose, args.annotations)
-    job = plan([(Path(args.source), args.out / output_name(args.source, name))], args.out, args.seed, args.overwrite, started)
     for task in job.todo:
         appearance = load_image_tensor(task.source, config.appearance_size)
         pose = cfld_pose_map(keypoints, config.pose_size, config.frame)
         out = transfer(model, appearance[None], pose[None], steps=args.steps, scheduler=args.scheduler,
                        pose_scale=args.pose_scale, full_scale=args.full_scale, seed=task.seed)
         job.save(task, out.images[0], [tensor_to_pil(appearance), tensor_to_pil(pose[:3] * 2 - 1), out.images[0]])
-    return job
 
 
-def _test_set(args: argparse.Namespace, model, started: float) -> FolderJob:
-    """Every pair of the split (or the first --limit) whose output does not exist yet; pair i uses seed --seed + i."""
-    from atelier.data.pairs import PosePairs, load_pairs
-    from atelier.methods.cfld.sample import output_name, transfer_pairs
+def _plan_test_set(args: argparse.Namespace, started: float):
+    """The job of every pair of the split (or the first --limit), and the split: read before the model loads."""
+    from atelier.data.pairs import load_pairs
+    from atelier.errors import UserError
+    from atelier.methods.cfld.sample import output_name
+
+    split = load_pairs(args.test_set, args.split)
+    pairs = split.pairs[: args.limit] if args.limit else split.pairs
+    if not pairs:
+        raise UserError(f"{split.pairs_file}: the file lists no pairs")
+    job = plan([(f"pair ({a}, {b})", args.out / output_name(a, b)) for a, b in pairs], args.out, args.seed,
+               args.overwrite, started)
+    return job, split
+
+
+def _draw_test_set(args: argparse.Namespace, model, job: FolderJob, split) -> None:
+    """Draw the pairs whose output does not exist yet; pair i uses seed --seed + i."""
+    from atelier.data.pairs import PosePairs
+    from atelier.methods.cfld.sample import transfer_pairs
     from atelier.utils.images import tensor_to_pil
 
     config = model.config
-    split = load_pairs(args.test_set, args.split)
     pairs = PosePairs(split, config.image_size, config.appearance_size, config.pose_size, args.limit)
-    job = plan([(f"pair ({a}, {b})", args.out / output_name(a, b)) for a, b in pairs.pairs], args.out, args.seed,
-               args.overwrite, started)
     logger.info("pose-transfer: %d pairs to draw (%d kept from earlier runs)", len(job.todo), job.kept)
     # transfer_pairs seeds pair i with --seed + i as the plan does, and batches job.todo as job.batches does
     drawn = transfer_pairs(model, pairs, [task.index for task in job.todo], args.batch_size, steps=args.steps,
@@ -107,7 +134,6 @@ def _test_set(args: argparse.Namespace, model, started: float) -> FolderJob:
     real = split.image_dir.with_name(split.image_dir.name.replace(args.split, "train", 1))
     print(f"score them: atelier evaluate --protocol cfld --generated {args.out} --ground-truth {split.image_dir} "
           f"--pairs {split.pairs_file} --real {real}")
-    return job
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,9 +141,10 @@ def run(args: argparse.Namespace) -> int:
 
     _check_arguments(args)
     started = time.time()
+    job, data = (_plan_test_set if args.test_set else _plan_single)(args, started)
     speed = speed_from_args(args, many=bool(args.test_set))
     model = load_pose_model(args.checkpoint, args.base, speed=speed)
-    job = (_test_set if args.test_set else _single)(args, model, started)
+    (_draw_test_set if args.test_set else _draw_single)(args, model, job, data)
     height, width = model.config.image_size
     job.finish(args, {"image_size": [height, width], "speed": asdict(speed)}, grid_name="preview/grid.png",
                cell=(max(width, 88), max(height, 128)))

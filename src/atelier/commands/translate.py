@@ -8,7 +8,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from atelier.commands._folder_job import SEED_HELP, add_job_arguments, has_folder, image_pairs, plan, require_positive
-from atelier.commands.generate import add_model_arguments, add_speed_arguments, size_hw, speed_from_args
+from atelier.commands.generate import add_model_arguments, add_speed_arguments, check_numbers, size_hw, speed_from_args
 from atelier.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
     from atelier.methods.style.model import load_style_model
 
     require_positive({"--batch-size": args.batch_size, "--steps": args.steps})
+    check_numbers(args, ["guidance_scale", "lora_scale", "image_cond_scale"], shares=["strength"])
     job = plan(image_pairs(args.inputs, args.out), args.out, args.seed, args.overwrite)
+    job.refuse_unreadable()
     prompt = args.prompt if args.prompt is not None else default_prompt(args.lora)
     logger.info("translate: %d images (%d kept from earlier runs), prompt %r", len(job.todo), job.kept, prompt)
     speed = speed_from_args(args, many=has_folder(args.inputs))

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from atelier.data.formats.deepfashion import load_split, read_annotations, read_pairs
-from atelier.data.pose import FRAME_HW, cfld_pose_map, validate_keypoints
+from atelier.data.formats.text import parse_json, read_text
+from atelier.data.pose import FRAME_HW, NUM_KEYPOINTS, cfld_pose_map, validate_keypoints
 from atelier.data.transforms import load_image_tensor
 from atelier.errors import UserError
 
@@ -64,7 +65,7 @@ def _load_market(root: Path, split: str, check_images: bool) -> PairsSplit:
     image_dir = next((d for d in (root / split, root / f"bounding_box_{split}") if d.is_dir()), None)
     if image_dir is None:
         raise UserError(f"no image folder for the {split} split in {root}: tried {split}/ and bounding_box_{split}/")
-    annotations = read_annotations(annotation_file)
+    annotations = read_annotations(annotation_file, MARKET_FRAME_HW)
     pairs = read_pairs(pairs_file)
     on_disk = {p.name for p in image_dir.iterdir()} if check_images else None
     for number, pair in enumerate(pairs, start=1):
@@ -91,51 +92,75 @@ def load_pairs(root: str | os.PathLike, split: Literal["train", "test"], layout:
                       found.pairs_file, found.annotation_file)
 
 
-def _keypoints_from_json(path: Path) -> np.ndarray:
-    """A keypoint JSON: {"keypoints_y": [18], "keypoints_x": [18]} or a list of 18 [y, x] pairs (-1 = missing)."""
-    import json
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise UserError(f"--target-pose {path}: not a readable JSON file ({error})") from None
-    if isinstance(data, dict) and {"keypoints_y", "keypoints_x"} <= set(data):
-        data = list(zip(data["keypoints_y"], data["keypoints_x"]))
-    return validate_keypoints(data, f"--target-pose {path}")
+KEYPOINT_JSON = '{"keypoints_y": [18 numbers], "keypoints_x": [18 numbers]} or a list of 18 [y, x] pairs (-1 = missing)'
 
 
-def _keypoints_from_row(row: str) -> tuple[str, np.ndarray]:
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def keypoints_from_json(data, where: str, frame_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Keypoints (18, 2) float32 (y, x) from parsed keypoint JSON (either form of KEYPOINT_JSON); UserError naming
+    `where` and the key or index at fault: a missing key, a string, a ragged list, NaN, a joint outside `frame_hw`."""
+    if isinstance(data, dict):
+        columns = []
+        for key in ("keypoints_y", "keypoints_x"):
+            values = data.get(key)
+            if not isinstance(values, list):
+                found = "missing" if key not in data else f"a {type(values).__name__}"
+                raise UserError(f"{where}: key {key} is {found}; expected {KEYPOINT_JSON}")
+            bad = next((i for i, value in enumerate(values) if not _is_number(value)), None)
+            if bad is not None:
+                raise UserError(f"{where}: {key}[{bad}] is {values[bad]!r}; expected a number (-1 for a missing joint)")
+            if len(values) != NUM_KEYPOINTS:
+                raise UserError(f"{where}: expected {NUM_KEYPOINTS} joints in {key} (OpenPose COCO order); found {len(values)}")
+            columns.append(values)
+        pairs = list(zip(*columns))
+    elif isinstance(data, list):
+        bad = next((i for i, pair in enumerate(data) if not (isinstance(pair, list) and len(pair) == 2
+                                                           and all(map(_is_number, pair)))), None)
+        if bad is not None:
+            raise UserError(f"{where}: entry [{bad}] is {str(data[bad])[:40]}; expected a [y, x] pair of numbers "
+                            f"(the file: {KEYPOINT_JSON})")
+        pairs = data
+    else:
+        raise UserError(f"{where}: holds a JSON {type(data).__name__}; expected {KEYPOINT_JSON}")
+    return validate_keypoints(pairs, where, frame_hw)
+
+
+def _keypoints_from_row(row: str, frame_hw: tuple[int, int] | None) -> tuple[str, np.ndarray]:
     """An annotation CSV row `name:[ys]:[xs]` (or `[ys]:[xs]`) -> (name, keypoints)."""
-    import json
-
     cells = [cell.strip() for cell in row.split(":")]
     if len(cells) == 2:
         cells = ["pose", *cells]
-    try:
-        name, ys, xs = cells
-        keypoints = list(zip(json.loads(ys), json.loads(xs)))
-    except (ValueError, TypeError):  # wrong field count, or not JSON lists
-        raise UserError(f"--target-pose {row[:60]!r}: expected an annotation row name:[18 y values]:[18 x values]") from None
-    return name, validate_keypoints(keypoints, f"--target-pose row {name}")
+    if len(cells) != 3:
+        raise UserError(f"--target-pose {row[:60]!r}: expected an annotation row name:[18 y values]:[18 x values]")
+    name, ys, xs = cells
+    where = f"--target-pose row {name}"
+    columns = {key: parse_json(text, f"{where}, {key}: not valid JSON; expected a list of {NUM_KEYPOINTS} numbers")
+               for key, text in (("keypoints_y", ys), ("keypoints_x", xs))}
+    return name, keypoints_from_json(columns, where, frame_hw)
 
 
-def read_target_pose(spec: str, annotation_file: str | os.PathLike | None = None) -> tuple[str, np.ndarray]:
+def read_target_pose(spec: str, annotation_file: str | os.PathLike | None = None,
+                     frame_hw: tuple[int, int] | None = None) -> tuple[str, np.ndarray]:
     """A target pose given as a keypoint JSON file, an annotation CSV row, or an image name/path with an annotation.
 
-    Returns (name, int-valued float32 (18, 2) keypoints (y, x), -1 missing). For an image, the keypoints come from
+    Returns (name, float32 (18, 2) keypoints (y, x), -1 missing). For an image, the keypoints come from
     `annotation_file`, else from the annotation CSVs of the folder above the image (the DeepFashion/Market layout).
+    `frame_hw`: the frame the keypoints must lie in (pose.FRAME_MARGIN allowed); None checks only their form.
     """
     path = Path(spec)
     if path.suffix.lower() == ".json":
-        if not path.is_file():
-            raise UserError(f"--target-pose {spec}: JSON file not found")
-        return path.stem, _keypoints_from_json(path)
+        where = f"--target-pose {spec}"
+        data = parse_json(read_text(path, "keypoint JSON"), f"{where}: not valid JSON; expected {KEYPOINT_JSON}")
+        return path.stem, keypoints_from_json(data, where, frame_hw)
     if ":" in spec and "[" in spec:
-        name, keypoints = _keypoints_from_row(spec)
+        name, keypoints = _keypoints_from_row(spec, frame_hw)
         return Path(name).stem or "pose", keypoints
     candidates = [Path(annotation_file)] if annotation_file else sorted(path.resolve().parent.parent.glob("*annotation*.csv"))
     for candidate in candidates:
-        annotations = read_annotations(candidate)
+        annotations = read_annotations(candidate, frame_hw or FRAME_HW)
         if path.name in annotations:
             return path.stem, annotations[path.name].astype(np.float32)
     where = ", ".join(str(c) for c in candidates) or f"no *annotation*.csv beside {path.parent}"

@@ -45,18 +45,43 @@ OPENPOSE_COLORS: tuple[tuple[int, int, int], ...] = (
 NUM_KEYPOINTS = len(KEYPOINT_NAMES)
 BONE_HALF_WIDTH = 1.0  # bones 2 px wide: pixels whose centre lies within 1 px of the segment
 JOINT_RADIUS = 3.0
+FRAME_MARGIN = 0.5  # a present joint may lie up to half the frame's size beyond its far edge (readers refuse more)
 
 
-def validate_keypoints(kps, where: str) -> np.ndarray:
-    """Return `kps` as a float32 array (18, 2) of (y, x); raise UserError naming `where` when it is not 18 joints."""
-    array = np.asarray(kps, dtype=np.float32)
+def validate_keypoints(kps, where: str, frame_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Return `kps` as a float32 array (18, 2) of (y, x); raise UserError naming `where` when it is not 18 joints of
+    finite numbers or, given the keypoints' `frame_hw`, when a present joint lies outside the frame by more than
+    FRAME_MARGIN of its size (a joint at 1e9 is a broken file, not a pose)."""
+    try:
+        array = np.asarray(kps, dtype=np.float64)  # checked in float64, so 1e300 is reported as itself, not inf
+    except (TypeError, ValueError, OverflowError):
+        raise UserError(f"{where}: expected {NUM_KEYPOINTS} joints as (y, x) number pairs; found {str(kps)[:60]!r}") from None
     if array.ndim != 2 or array.shape != (NUM_KEYPOINTS, 2):
         found = array.shape[0] if array.ndim >= 1 else 0
         raise UserError(
             f"{where}: expected {NUM_KEYPOINTS} joints as (y, x) pairs, shape (18, 2), in OpenPose COCO order; "
             f"found {found} joints (shape {tuple(array.shape)}); use 18-keypoint annotations (-1 for a missing joint)"
         )
-    return array
+    bad = np.argwhere(~np.isfinite(array))
+    if len(bad):
+        joint, axis = bad[0]
+        raise UserError(f"{where}: {_coordinate_name(joint, axis)} is {array[joint, axis]}; expected a finite number "
+                        "(-1 for a missing joint)")
+    if frame_hw is not None:
+        limits = np.array(frame_hw, dtype=np.float64) * (1 + FRAME_MARGIN)
+        outside = np.argwhere((array > limits) & ~missing_mask(array)[:, None])
+        if len(outside):
+            joint, axis = outside[0]
+            raise UserError(
+                f"{where}: {_coordinate_name(joint, axis)} is {array[joint, axis]:g}, outside the {frame_hw[0]}x"
+                f"{frame_hw[1]} (HxW) keypoint frame by more than {FRAME_MARGIN:.0%} of its size (at most "
+                f"{limits[axis]:g}); give coordinates in that frame, -1 for a missing joint")
+    return array.astype(np.float32)
+
+
+def _coordinate_name(joint: int, axis: int) -> str:
+    """`keypoints_y[3] (right_elbow)`: one coordinate, named as the annotation files name their columns."""
+    return f"keypoints_{'yx'[axis]}[{joint}] ({KEYPOINT_NAMES[joint]})"
 
 
 def missing_mask(keypoints: np.ndarray) -> np.ndarray:
@@ -67,7 +92,7 @@ def missing_mask(keypoints: np.ndarray) -> np.ndarray:
 
 def rescale_keypoints(keypoints, size_hw: tuple[int, int], frame_hw: tuple[int, int] = FRAME_HW) -> np.ndarray:
     """Frame (y, x) -> float32 (y, x) in an image of size_hw (y * H / frame_H, x * W / frame_W); missing stay -1."""
-    keypoints = validate_keypoints(keypoints, "keypoints")
+    keypoints = validate_keypoints(keypoints, "keypoints", frame_hw)
     scale = np.array([size_hw[0] / frame_hw[0], size_hw[1] / frame_hw[1]], dtype=np.float32)
     scaled = keypoints * scale
     scaled[missing_mask(keypoints)] = -1.0

@@ -12,6 +12,7 @@ from atelier.errors import UserError
 from atelier.utils.images import pil_to_tensor
 
 CropMode = Literal["resize", "center", "random"]
+MAX_SIDE = 4096  # the largest side a size flag accepts, in pixels (SD 1.x draws at 512; VAE tiling goes further)
 
 
 def open_rgb(path: str | Path) -> Image.Image:
@@ -21,7 +22,7 @@ def open_rgb(path: str | Path) -> Image.Image:
             return image.convert("RGB")
     except FileNotFoundError:
         raise UserError(f"image {path} not found") from None
-    except (UnidentifiedImageError, OSError) as error:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise UserError(f"image {path} could not be read ({error}); remove or replace the file") from None
 
 
@@ -47,10 +48,12 @@ def load_image_tensor(path: str | Path, size_hw: tuple[int, int], crop: CropMode
     return pil_to_tensor(resize_image(open_rgb(path), size_hw, crop))
 
 
-def parse_size(text: str, flag: str, order: Literal["wh", "hw"] = "wh", minimum: int = 1) -> tuple[int, int]:
+def parse_size(text: str, flag: str, order: Literal["wh", "hw"] = "wh", minimum: int = 1,
+               maximum: int = MAX_SIDE) -> tuple[int, int]:
     """'WxH' -> (W, H) (`order="wh"`, sampling sizes) or 'HxW' -> (H, W) (`order="hw"`, the papers' test sizes).
 
-    The error names the flag and the expected form; sides below `minimum` are refused.
+    The error names the flag and the expected form; sides below `minimum` or above `maximum` are refused (a side of
+    100000 px would ask for tens of GB before the first step, and end in a MemoryError instead of an image).
     """
     form, example = ("WIDTHxHEIGHT", "176x256") if order == "wh" else ("HEIGHTxWIDTH", "256x176")
     try:
@@ -59,4 +62,6 @@ def parse_size(text: str, flag: str, order: Literal["wh", "hw"] = "wh", minimum:
         raise UserError(f"{flag} {text!r}: expected {form} with positive integers, e.g. {example}") from None
     if min(first, second) < max(minimum, 1):
         raise UserError(f"{flag} {text}: each side must be at least {max(minimum, 1)} px, e.g. {example}")
+    if max(first, second) > maximum:
+        raise UserError(f"{flag} {text}: each side must be at most {maximum} px, e.g. {example}")
     return first, second

@@ -30,6 +30,7 @@ from atelier.diffusion.image_adapter import ImageAdapter
 from atelier.diffusion.sampling import (
     SchedulerName,
     Seeds,
+    check_range,
     classifier_free_guidance,
     ddim_invert,
     decode_latents,
@@ -70,8 +71,8 @@ def translate(components: SDComponents, images: torch.Tensor, prompts: list[str]
         raise ValueError(f"image size {width}x{height} must be a multiple of {scale} (the VAE's downsampling)")
     if len(prompts) != len(images):
         raise ValueError(f"got {len(prompts)} prompts for {len(images)} images; pass one prompt per image")
-    if image_cond_scale < 0:
-        raise UserError(f"--image-cond-scale {image_cond_scale}: expected a value >= 0 (0 ignores the image adapter)")
+    check_range({"--guidance-scale": guidance_scale})
+    check_range({"--image-cond-scale": image_cond_scale}, why=" (0 ignores the image adapter)")
     if inversion and scheduler != "ddim":
         raise UserError(f"--inversion with --scheduler {scheduler}: DDIM inversion needs --scheduler ddim")
     unet = components.unet

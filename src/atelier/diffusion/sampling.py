@@ -10,6 +10,7 @@ size, or on which other images share the batch.
 
 from __future__ import annotations
 
+import math
 from numbers import Integral
 from typing import Callable, Literal, Sequence, get_args
 
@@ -19,6 +20,7 @@ from atelier.errors import UserError
 from atelier.utils.progress import progress
 
 SchedulerName = Literal["ddpm", "ddim", "euler", "dpm"]
+MIN_SEED, MAX_SEED = -(2**63), 2**64 - 1  # what torch.Generator.manual_seed accepts
 SCHEDULERS: tuple[str, ...] = get_args(SchedulerName)  # the commands' --scheduler choices
 Seeds = int | Sequence[int]  # an int S: image i of the batch uses S + i; a sequence: one seed per image
 
@@ -33,10 +35,32 @@ def make_scheduler(name: SchedulerName, config) -> object:
     return classes[name].from_config(config)
 
 
+def check_range(flags: dict[str, float | None], low: float = 0.0, high: float = math.inf, why: str = "") -> None:
+    """UserError naming the first flag whose value is NaN, infinite, or outside [low, high] (None: not given). NaN
+    passes every comparison, so an unchecked `--guidance-scale nan` would draw black images without a word."""
+    for flag, value in flags.items():
+        if value is not None and not (math.isfinite(value) and low <= value <= high):
+            bound = f"at least {low:g}" if high == math.inf else f"in [{low:g}, {high:g}]"
+            raise UserError(f"{flag} {value}: expected a finite number {bound}{why}")
+
+
+def check_steps(steps: int, flag: str = "--steps") -> None:
+    """UserError unless there is at least one sampling step."""
+    if steps < 1:
+        raise UserError(f"{flag} {steps}: expected a positive integer (sampling steps)")
+
+
+def check_seeds(seed: int, count: int, flag: str = "--seed") -> None:
+    """UserError unless seeds seed .. seed + count - 1 all fit a torch generator's seed range."""
+    if seed < MIN_SEED or seed + max(count, 1) - 1 > MAX_SEED:
+        raise UserError(f"{flag} {seed}: expected an integer from {MIN_SEED} to {MAX_SEED - max(count, 1) + 1} "
+                        f"(image i uses {flag} + i, and a seed must fit in 64 bits)")
+
+
 def img2img_timesteps(scheduler, steps: int, strength: float, device: torch.device | str = "cpu") -> torch.Tensor:
     """SDEdit: the last `strength` fraction of the schedule's timesteps (diffusers' get_timesteps rule)."""
-    if not 0.0 <= strength <= 1.0:
-        raise UserError(f"--strength {strength}: expected a value in [0, 1] (0 keeps the input, 1 ignores it)")
+    check_range({"--strength": strength}, 0.0, 1.0, " (0 keeps the input, 1 ignores it)")
+    check_steps(steps)
     scheduler.set_timesteps(steps, device=device)
     keep = min(int(steps * strength), steps)
     start = (steps - keep) * scheduler.order
@@ -47,10 +71,13 @@ def image_seeds(seed: Seeds, count: int) -> list[int]:
     """The seed of each of `count` images: an int S gives S, S+1, ..., S+count-1 (so a batch seeded S equals its images
     run one by one with their own seeds); a sequence names each image's seed and must have one per image."""
     if isinstance(seed, Integral):
+        check_seeds(int(seed), count)
         return [int(seed) + index for index in range(count)]
     seeds = [int(value) for value in seed]
     if len(seeds) != count:
         raise ValueError(f"got {len(seeds)} seeds for {count} images; pass one seed per image, or one int S for S, S+1, ...")
+    for value in seeds:
+        check_seeds(value, 1)
     return seeds
 
 

@@ -15,6 +15,8 @@ from atelier.diffusion.encode import encode_prompts
 from atelier.diffusion.sampling import (
     SchedulerName,
     Seeds,
+    check_range,
+    check_steps,
     classifier_free_guidance,
     decode_latents,
     denoise,
@@ -44,6 +46,8 @@ def generate(components: SDComponents, prompts: list[str], *, size_hw: tuple[int
     scale = components.latent_scale
     if height % scale or width % scale:
         raise ValueError(f"size {width}x{height} must be a multiple of {scale} (the VAE's downsampling)")
+    check_steps(steps)
+    check_range({"--guidance-scale": guidance_scale})
     device = next(components.unet.parameters()).device
     generators = image_generators(seed, len(prompts), device)
     # 2. encode

@@ -10,12 +10,12 @@ Captions come, in order of precedence, from:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from atelier.data.formats.text import parse_json, read_text, text_lines
 from atelier.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -43,25 +43,33 @@ def list_images(root: Path, recursive: bool = True) -> list[Path]:
 
 
 def read_metadata(root: Path) -> dict[Path, str]:
-    """Read root/metadata.jsonl into {image path: text}, checking JSON, fields and that each image exists."""
+    """Read root/metadata.jsonl into {image path: text}, checking JSON, fields and that each image exists in root."""
     path = root / METADATA_NAME
+    expected = '{"file_name": ..., "text": ...}'
     captions: dict[Path, str] = {}
-    with open(path, encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise UserError(f"{path}, line {number}: not valid JSON; expected {{\"file_name\": ..., \"text\": ...}}") from None
-            for field_name in ("file_name", "text"):
-                if not isinstance(record, dict) or not isinstance(record.get(field_name), str):
-                    raise UserError(f"{path}, line {number}: missing string field {field_name!r}; expected {{\"file_name\": ..., \"text\": ...}}")
-            image = root / record["file_name"]
-            if not image.is_file():
-                raise UserError(f"{path}, line {number}: file_name {record['file_name']!r} names no image in {root}; fix the name or add the image")
-            captions[image] = record["text"].strip()
+    for number, line in text_lines(path, f"{METADATA_NAME} (one {expected} per line)"):
+        record = parse_json(line, f"{path}, line {number}: not valid JSON; expected {expected}")
+        for field_name in ("file_name", "text"):
+            if not isinstance(record, dict) or not isinstance(record.get(field_name), str):
+                raise UserError(f"{path}, line {number}: missing string field {field_name!r}; expected {expected}")
+        captions[_metadata_image(root, path, number, record["file_name"])] = record["text"].strip()
     return captions
+
+
+def _metadata_image(root: Path, path: Path, number: int, name: str) -> Path:
+    """The image a metadata line's file_name names: a file inside root (relative, no NUL, no way out by `..`)."""
+    fix = "fix the name or add the image"
+    image = root / name
+    try:
+        inside = not Path(name).is_absolute() and image.resolve().is_relative_to(root.resolve())
+        found = inside and image.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, or holding a NUL
+        inside = found = False
+    if not inside:
+        raise UserError(f"{path}, line {number}: file_name {name[:80]!r} is not a path inside {root}; {fix}")
+    if not found:
+        raise UserError(f"{path}, line {number}: file_name {name[:80]!r} names no image in {root}; {fix}")
+    return image
 
 
 def wikiart_caption(image: Path) -> str | None:
@@ -76,7 +84,7 @@ def _sidecar_caption(image: Path) -> str | None:
     sidecar = image.with_suffix(".txt")
     if not sidecar.is_file():
         return None
-    return sidecar.read_text(encoding="utf-8-sig").strip() or None
+    return read_text(sidecar, "caption (.txt beside the image)").strip() or None
 
 
 def _uncaptioned_error(root: Path, missing: list[Path], mode: str) -> UserError:

@@ -12,7 +12,6 @@ Layout under a root folder (docs/data-formats.md):
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -21,6 +20,9 @@ from typing import Iterator, Literal
 
 import numpy as np
 
+from atelier.data.formats.lists import missing_error, read_list
+from atelier.data.formats.text import parse_json, text_lines
+from atelier.data.pose import FRAME_HW, validate_keypoints
 from atelier.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -64,26 +66,23 @@ def find_annotation_file(root: str | os.PathLike, kind: Literal["pairs", "annota
     )
 
 
-def _data_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield (1-based line number, stripped line) for every non-blank line of a text file."""
-    if not path.is_file():
-        raise UserError(f"{path}: file not found; check the path")
-    with open(path, encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            line = line.strip()
-            if line:
-                yield number, line
+def _cells(path: Path, number: int, line: str) -> list[str]:
+    """The stripped cells of one CSV line (quotes as the csv module reads them)."""
+    try:
+        return [cell.strip() for cell in next(csv.reader([line]), [])]
+    except csv.Error as error:
+        raise UserError(f"{path}, line {number}: not a CSV line ({error}); expected 'from,to'") from None
 
 
 def _iter_pairs(path: Path) -> Iterator[tuple[int, str, str]]:
     """Yield (line number, from, to) for each pair of a `from,to` CSV, checking the header and the field count."""
-    lines = _data_lines(path)
+    lines = text_lines(path, "pairs CSV (header from,to)")
     header = next(lines, None)
-    if header is None or [cell.strip() for cell in next(csv.reader([header[1]]))] != PAIRS_HEADER:
+    if header is None or _cells(path, 1, header[1]) != PAIRS_HEADER:
         found = header[1] if header else "an empty file"
         raise UserError(f"{path}, line 1: expected the header 'from,to'; found {found!r}; fix the first line")
     for number, line in lines:
-        cells = [cell.strip() for cell in next(csv.reader([line]))]
+        cells = _cells(path, number, line)
         if len(cells) != 2 or not all(cells):
             raise UserError(f"{path}, line {number}: expected two image names 'from,to'; found {line!r}")
         yield number, cells[0], cells[1]
@@ -96,24 +95,20 @@ def read_pairs(path: str | os.PathLike) -> list[tuple[str, str]]:
 
 def _parse_coordinates(path: Path, number: int, field_name: str, text: str) -> list[int]:
     """Parse one JSON list of 18 integers, raising UserError naming file, line and field when it is not one."""
-    try:
-        values = json.loads(text)
-    except json.JSONDecodeError:
-        raise UserError(f"{path}, line {number}, field {field_name}: expected a JSON list of 18 integers; found {text[:60]!r}") from None
+    where = f"{path}, line {number}, field {field_name}"
+    values = parse_json(text, f"{where}: expected a JSON list of {NUM_KEYPOINTS} integers; found {text[:60]!r}")
     if not isinstance(values, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        raise UserError(f"{path}, line {number}, field {field_name}: expected a JSON list of integers; found {text[:60]!r}")
+        raise UserError(f"{where}: expected a JSON list of integers; found {text[:60]!r}")
     if len(values) != NUM_KEYPOINTS:
-        raise UserError(
-            f"{path}, line {number}, field {field_name}: expected {NUM_KEYPOINTS} values (OpenPose COCO order, -1 for "
-            f"missing); found {len(values)}"
-        )
+        raise UserError(f"{where}: expected {NUM_KEYPOINTS} values (OpenPose COCO order, -1 for missing); found {len(values)}")
     return values
 
 
-def read_annotations(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a keypoint CSV (`name:keypoints_y:keypoints_x`) into name -> int32 (18, 2) of (y, x), -1 missing."""
+def read_annotations(path: str | os.PathLike, frame_hw: tuple[int, int] = FRAME_HW) -> dict[str, np.ndarray]:
+    """Read a keypoint CSV (`name:keypoints_y:keypoints_x`) into name -> int32 (18, 2) of (y, x), -1 missing; every
+    joint must lie in the keypoints' `frame_hw` (within pose.FRAME_MARGIN)."""
     path = Path(path)
-    lines = _data_lines(path)
+    lines = text_lines(path, "annotation CSV (header name:keypoints_y:keypoints_x)")
     header = next(lines, None)
     if header is None or header[1].split(":") != ANNOTATION_HEADER:
         found = header[1] if header else "an empty file"
@@ -124,18 +119,13 @@ def read_annotations(path: str | os.PathLike) -> dict[str, np.ndarray]:
         if len(cells) != 3:
             raise UserError(f"{path}, line {number}: expected 3 fields separated by ':' (name:keypoints_y:keypoints_x); found {len(cells)}")
         name, ys, xs = cells
-        keypoints = np.stack(
-            [_parse_coordinates(path, number, "keypoints_y", ys), _parse_coordinates(path, number, "keypoints_x", xs)], axis=1
-        ).astype(np.int32)
+        columns = [_parse_coordinates(path, number, "keypoints_y", ys), _parse_coordinates(path, number, "keypoints_x", xs)]
+        checked = validate_keypoints(list(zip(*columns)), f"{path}, line {number} ({name})", frame_hw)
+        keypoints = np.where(checked < 0, -1, checked).astype(np.int32)  # any negative means missing: stored as -1
         if name in annotations and not np.array_equal(annotations[name], keypoints):
             raise UserError(f"{path}, line {number}: {name} is annotated twice with different keypoints; keep one line")
         annotations[name] = keypoints
     return annotations
-
-
-def read_list(path: str | os.PathLike) -> list[str]:
-    """Read a `train.lst` / `test.lst`: one image name per non-blank line."""
-    return [line for _, line in _data_lines(Path(path))]
 
 
 @dataclass
@@ -182,6 +172,9 @@ def load_split(root: str | os.PathLike, split: Literal["train", "test"], check_i
     on_disk = {p.name for p in image_dir.iterdir()} if check_images else None
     list_file = root / f"{split}.lst"
     names = read_list(list_file) if list_file.is_file() else sorted(on_disk or annotations)
+    absent = [name for name in names if on_disk is not None and name not in on_disk]
+    if absent:
+        raise missing_error(list_file, absent, str(image_dir))
     pairs = []
     for number, source, target in _iter_pairs(pairs_file):
         for name in (source, target):

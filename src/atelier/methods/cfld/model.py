@@ -21,6 +21,7 @@ from atelier.errors import UserError
 from atelier.methods.cfld.network import CFLD, CFLDConfig
 
 MODEL_CONFIG = "cfld.yaml"
+SD15_WIDTHS, SD15_CONTEXT = (320, 640, 1280, 1280), 768  # the UNet CFLD's release was trained with
 
 
 @dataclass
@@ -93,10 +94,40 @@ def _load_release(folder: Path, base: str | None) -> PoseModel:
         raise UserError(f"{folder} is CFLD's released checkpoint: pass --base with a Stable Diffusion 1.5 folder "
                         "(its VAE, scheduler and UNet configuration are used)")
     components = load_components(base)
+    unet = components.unet.config
+    widths, context = tuple(unet.block_out_channels), unet.cross_attention_dim
+    if (widths, context) != (SD15_WIDTHS, SD15_CONTEXT):
+        raise UserError(f"--base {base}: its UNet has block widths {'/'.join(map(str, widths))} and context width "
+                        f"{context}, but CFLD's released checkpoint fits Stable Diffusion 1.5 ("
+                        f"{'/'.join(map(str, SD15_WIDTHS))}, {SD15_CONTEXT}); pass --base with a Stable Diffusion 1.5 folder")
     config = PoseModelConfig()
     cfld = CFLD(config.cfld, components.unet, config.appearance_size)
     load_cfld_release(cfld, folder)
     return PoseModel(cfld, components.vae, components.scheduler, config)
+
+
+def _checkpoint_folder(checkpoint: str | Path) -> tuple[Path, bool]:
+    """(the folder holding the model, whether it is CFLD's release) of a pose run, its final/, or the release folder."""
+    from atelier.methods.cfld.release import find_release_files
+
+    folder = Path(checkpoint)
+    if (folder / "final" / MODEL_CONFIG).is_file():
+        folder = folder / "final"
+    if (folder / MODEL_CONFIG).is_file():
+        return folder, False
+    if find_release_files(folder) is not None:
+        return folder, True
+    raise UserError(f"--checkpoint {checkpoint}: expected a pose training run (RUN/ or RUN/final/ with {MODEL_CONFIG}) "
+                    "or CFLD's release folder (pytorch_model.bin + pytorch_model_1.bin)")
+
+
+def keypoint_frame(checkpoint: str | Path) -> tuple[int, int]:
+    """The (H, W) frame a pose model's keypoints are given in, read from its cfld.yaml without loading the model (the
+    release: DeepFashion's 256x176), so a target pose can be checked before the load."""
+    folder, released = _checkpoint_folder(checkpoint)
+    if released:
+        return PoseModelConfig().frame
+    return tuple(from_dict(PoseModelConfig, read_yaml(folder / MODEL_CONFIG), where=MODEL_CONFIG).frame)
 
 
 def load_pose_model(checkpoint: str | Path, base: str | None = None, device: str | torch.device | None = None,
@@ -104,18 +135,9 @@ def load_pose_model(checkpoint: str | Path, base: str | None = None, device: str
     """atelier's CFLD folder (run or run/final) or CFLD's release folder (needs `base`), in eval mode on `device`,
     made fast by `speed` (default `SpeedConfig()`; `SpeedConfig.plain()` is the reference path)."""
     from atelier.diffusion.components import freeze
-    from atelier.methods.cfld.release import find_release_files
 
-    folder = Path(checkpoint)
-    if (folder / "final" / MODEL_CONFIG).is_file():
-        folder = folder / "final"
-    if (folder / MODEL_CONFIG).is_file():
-        model = _load_atelier_folder(folder)
-    elif find_release_files(folder) is not None:
-        model = _load_release(folder, base)
-    else:
-        raise UserError(f"--checkpoint {checkpoint}: expected a pose training run (RUN/ or RUN/final/ with {MODEL_CONFIG}) "
-                        "or CFLD's release folder (pytorch_model.bin + pytorch_model_1.bin)")
+    folder, released = _checkpoint_folder(checkpoint)
+    model = _load_release(folder, base) if released else _load_atelier_folder(folder)
     freeze(model.cfld, model.vae)
     return apply_speed_to_pose_model(model, speed or SpeedConfig(), device or ("cuda" if torch.cuda.is_available() else "cpu"))
 

@@ -174,7 +174,7 @@ def save_cfld(model: torch.nn.Module, vae, scheduler, folder: str | Path) -> Pat
 
 def load_cfld_weights(model: torch.nn.Module, path: str | Path) -> None:
     """Load cfld.safetensors (every non-UNet parameter) into a CFLD module."""
-    from safetensors.torch import load_file
+    from atelier.weights import load_state_dict
 
-    state = load_file(str(path))
+    state = load_state_dict(path)
     _load_strict(model, {**state, **{k: v for k, v in model.state_dict().items() if k.startswith("unet.")}}, str(path))

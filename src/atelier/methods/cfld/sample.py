@@ -24,13 +24,14 @@ from PIL import Image
 from atelier.diffusion.sampling import (
     SchedulerName,
     Seeds,
+    check_range,
+    check_steps,
     decode_latents,
     denoise,
     image_generators,
     make_scheduler,
     randn_per_image,
 )
-from atelier.errors import UserError
 from atelier.methods.cfld.model import PoseModel, check_sizes
 from atelier.methods.cfld.network import CFLD, Conditioning
 from atelier.utils.images import tensor_to_pil
@@ -80,8 +81,8 @@ def transfer(model: PoseModel, appearance: torch.Tensor, target_pose: torch.Tens
     if tuple(target_pose.shape[-2:]) != tuple(model.config.pose_size) or target_pose.shape[1] != 21:
         raise ValueError(f"target poses {tuple(target_pose.shape[1:])}: expected (21, {model.config.pose_size[0]}, "
                          f"{model.config.pose_size[1]}) CFLD pose maps")
-    if steps < 1:
-        raise UserError(f"--steps {steps}: expected a positive number of sampling steps")
+    check_steps(steps)
+    check_range({"--pose-scale": pose_scale, "--full-scale": full_scale})
     param = next(model.cfld.parameters())
     device = param.device
     generators = image_generators(seed, len(appearance), device)

@@ -17,7 +17,9 @@ def load_style_model(base: str, lora: str | None = None, lora_scale: float = 1.0
     from atelier.diffusion.components import freeze, load_components
     from atelier.diffusion.image_adapter import load_image_adapter
     from atelier.diffusion.lora import load_lora
+    from atelier.diffusion.sampling import check_range
 
+    check_range({"--lora-scale": lora_scale})
     speed = speed or SpeedConfig()
     components = load_components(base)
     freeze(components.unet, components.vae, components.text_encoder)

@@ -41,6 +41,48 @@ def _sketch_settings(checkpoint: Path):
                     "pass --sketch xdog or --sketch PATH/table5_pidinet.pth")
 
 
+EXPECTED = ("a dual-lora run's final/ (lora/, adapter/, adapter_1/, sketch.json) or the released Uni-DlLoRA folder "
+            "(custom_duallora/duallora.bin, adapter/, adapter_1/, pidnet/)")
+
+
+def check_checkpoint(checkpoint: Path) -> None:
+    """UserError, before anything loads, when CHECKPOINT is not an illustration checkpoint: it names what the folder
+    is instead (another task's run, a run folder instead of its final/, a base model, a LoRA, ...) and what to pass."""
+    from atelier.methods.unidllora.release import is_released_checkpoint
+
+    if not checkpoint.is_dir():
+        raise UserError(f"--checkpoint {checkpoint} is not a folder; pass {EXPECTED}")
+    if (checkpoint / "lora").is_dir() or is_released_checkpoint(checkpoint):
+        return
+    raise UserError(f"--checkpoint {checkpoint} is {describe_folder(checkpoint)}, not an illustration checkpoint; "
+                    f"pass {EXPECTED}")
+
+
+def describe_folder(folder: Path) -> str:
+    """What a folder that is not an illustration checkpoint holds, in words, with the command that takes it."""
+    from atelier.config import read_yaml
+
+    if (folder / "final" / "lora").is_dir():
+        return f"a dual-lora training run (its checkpoint is {folder / 'final'})"
+    if (folder / "final").is_dir():
+        return f"a training run folder of another task ({describe_folder(folder / 'final')} in final/)"
+    task = None
+    if (folder / "config.yaml").is_file():
+        try:
+            task = read_yaml(folder / "config.yaml").get("task")
+        except (ValueError, OSError):  # UserError included: an unreadable config only leaves the task unknown
+            task = None
+    if (folder / "cfld.yaml").is_file():
+        return "a pose-transfer (CFLD) model, for `atelier pose-transfer --checkpoint`"
+    if (folder / "pytorch_lora_weights.safetensors").is_file() or (folder / "adapter_config.json").is_file():
+        return f"a style LoRA{f' (a {task} run)' if task else ''}, for `atelier translate/generate --lora`"
+    if (folder / "model_index.json").is_file() or (folder / "unet").is_dir():
+        return "a base model, for --model"
+    if task:
+        return f"the output of a `{task}` training run"
+    return "an empty folder" if not any(folder.iterdir()) else "a folder with neither lora/ nor custom_duallora/"
+
+
 def _base_of(checkpoint: Path) -> str:
     """model.base from the checkpoint's config.yaml (atelier training runs save it)."""
     from atelier.config import read_yaml
@@ -59,13 +101,12 @@ def load_illustrator(checkpoint: str | os.PathLike, base: str | None = None, lor
     made fast by `speed` (default `SpeedConfig()`; with its fuse_lora the domain weights are fixed at `lora_weights`)."""
     from atelier.diffusion.components import freeze, load_components
     from atelier.methods.unidllora.dual_lora import PAPER_WEIGHTS, load_dual_lora
-    from atelier.methods.unidllora.release import is_released_checkpoint, load_released_duallora
+    from atelier.methods.unidllora.release import load_released_duallora
     from atelier.methods.unidllora.sketch import make_sketcher
     from atelier.methods.unidllora.uni_adapter import load_uni_adapter
 
     checkpoint = Path(checkpoint).expanduser()
-    if not checkpoint.is_dir():
-        raise UserError(f"--checkpoint {checkpoint} is not a folder; pass a dual-lora run's final/ or the released checkpoint")
+    check_checkpoint(checkpoint)
     components = load_components(base or _base_of(checkpoint))
     freeze(components.unet, components.vae, components.text_encoder)
     sketcher = make_sketcher(sketch or _sketch_settings(checkpoint))
@@ -73,11 +114,9 @@ def load_illustrator(checkpoint: str | os.PathLike, base: str | None = None, lor
     if (checkpoint / "lora").is_dir():
         weights = lora_weights if lora_weights is not None else PAPER_WEIGHTS
         load_dual_lora(components.unet, checkpoint / "lora", weights)
-    elif is_released_checkpoint(checkpoint):
+    else:  # the released layout (check_checkpoint admits nothing else)
         weights = lora_weights or {"illustration": 1.0}
         load_released_duallora(components.unet, checkpoint)  # the weights are set below
-    else:
-        raise UserError(f"--checkpoint {checkpoint}: no lora/ (atelier) or custom_duallora/duallora.bin (released)")
     model = Illustrator(components, UniAdapter(adapter, sketcher))
     return apply_speed_to_illustrator(model, speed or SpeedConfig(), weights, device or ("cuda" if torch.cuda.is_available() else "cpu"))
 

@@ -19,10 +19,10 @@ import torch
 from PIL import Image
 
 from atelier.diffusion.img2img import translate
-from atelier.diffusion.sampling import SchedulerName, Seeds
+from atelier.diffusion.sampling import SchedulerName, Seeds, check_range
 from atelier.errors import UserError
 from atelier.methods.unidllora.model import Illustrator, all_domains
-from atelier.methods.unidllora.uni_adapter import ResidualUNet, branch_weights
+from atelier.methods.unidllora.uni_adapter import BRANCHES, ResidualUNet, branch_weights
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,9 @@ def illustrate(model: Illustrator, images: torch.Tensor, *, prompt: str = "", ne
     """
     from atelier.methods.unidllora.dual_lora import set_domain_weights
 
-    # 1. validate: the adapter's weights (the size is checked by the adapter and the translation)
+    # 1. validate: the adapter's scale and weights (the size is checked by the adapter and the translation)
+    check_range({"--adapter-scale": adapter_scale})
+    check_range({f"--adapter-weights {branch}": share for branch, share in zip(BRANCHES, adapter_weights or [])})
     weights = branch_weights(adapter_scale, adapter_weights)
     unet = model.components.unet
     # 2. LoRA domain weights (None keeps what the model was loaded with; a fused LoRA cannot change them)

@@ -1,0 +1,173 @@
+"""Property-based fuzzing of every reader (issue 19): random bytes, and valid files mutated byte by byte, give either a
+result or a UserError, nothing else (no UnicodeDecodeError, csv.Error, RecursionError, OverflowError, ...).
+
+Readers: the DeepFashion pairs CSV and annotation (keypoint) CSV, keypoint JSON files and annotation rows
+(--target-pose), captioned folders (metadata.jsonl and .txt sidecars), list files. A result is also checked for
+form where there is one to check (keypoints: 18 finite (y, x) pairs). Each property runs 60 examples; no deadline, as
+the machine may be busy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from atelier.data.formats.captioned import read_captioned_folder
+from atelier.data.formats.deepfashion import read_annotations, read_pairs
+from atelier.data.formats.lists import read_list, select_listed
+from atelier.data.pairs import keypoints_from_json, read_target_pose
+from atelier.errors import UserError
+from tests.helpers import write_random_photos
+
+FUZZ = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+YS = [10 * (i + 1) for i in range(18)]
+XS = [5 * (i + 1) for i in range(18)]
+VALID = {
+    "pairs": b"from,to\np0.png,p1.png\np1.png,p0.png\n",
+    "annotation": f"name:keypoints_y:keypoints_x\np0.png:{json.dumps(YS)}:{json.dumps(XS)}\n".encode(),
+    "keypoints": json.dumps({"keypoints_y": YS, "keypoints_x": XS}).encode(),
+    "pairs_json": json.dumps([[y, x] for y, x in zip(YS, XS)]).encode(),
+    "metadata": b'{"file_name": "p0.png", "text": "a red dress"}\n{"file_name": "p1.png", "text": "a coat"}\n',
+    "list": b"p0.png\np1.png\n",
+    "caption": "a red dress, caf\u00e9".encode(),
+}
+
+
+@st.composite
+def mutated(draw, valid: bytes) -> bytes:
+    """`valid` with 1-8 random edits: a byte replaced, inserted or deleted, or a span duplicated."""
+    data = bytearray(valid)
+    for _ in range(draw(st.integers(1, 8))):
+        at = draw(st.integers(0, len(data)))
+        kind = draw(st.sampled_from(["replace", "insert", "delete", "duplicate"]))
+        byte = draw(st.integers(0, 255))
+        if kind == "insert" or not data:
+            data.insert(at, byte)
+        elif kind == "replace":
+            data[min(at, len(data) - 1)] = byte
+        elif kind == "delete":
+            del data[min(at, len(data) - 1)]
+        else:
+            data[at:at] = data[at : at + draw(st.integers(1, 16))]
+    return bytes(data)
+
+
+def file_bytes(valid: bytes) -> st.SearchStrategy[bytes]:
+    """Random bytes, random text (UTF-8 encoded, so the parsers past decoding are reached), or a mutated valid file."""
+    return st.one_of(st.binary(max_size=300), st.text(max_size=200).map(str.encode), mutated(valid))
+
+
+def result_or_user_error(call):
+    """Run a reader: its result, or None after a UserError; any other exception fails the property."""
+    try:
+        return call()
+    except UserError as error:
+        assert "\n" not in str(error)  # one line
+        return None
+
+
+def check_keypoints(keypoints) -> None:
+    array = np.asarray(keypoints)
+    assert array.shape == (18, 2) and np.isfinite(array).all()
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory) -> Path:
+    """A folder with two images (p0.png, p1.png), reused by every example (hypothesis runs them one at a time)."""
+    folder = tmp_path_factory.mktemp("fuzz")
+    write_random_photos(folder, 2, (8, 8))
+    return folder
+
+
+@FUZZ
+@given(data=file_bytes(VALID["pairs"]))
+def test_pairs_csv(scratch: Path, data: bytes) -> None:
+    (scratch / "pairs.csv").write_bytes(data)
+    pairs = result_or_user_error(lambda: read_pairs(scratch / "pairs.csv"))
+    assert pairs is None or all(len(pair) == 2 and all(pair) for pair in pairs)
+
+
+@FUZZ
+@given(data=file_bytes(VALID["annotation"]))
+def test_annotation_csv(scratch: Path, data: bytes) -> None:
+    (scratch / "annotation.csv").write_bytes(data)
+    annotations = result_or_user_error(lambda: read_annotations(scratch / "annotation.csv"))
+    for keypoints in (annotations or {}).values():
+        check_keypoints(keypoints)
+        assert keypoints.dtype == np.int32 and keypoints.min() >= -1
+
+
+@FUZZ
+@given(data=st.one_of(file_bytes(VALID["keypoints"]), mutated(VALID["pairs_json"])))
+def test_keypoint_json_file(scratch: Path, data: bytes) -> None:
+    (scratch / "pose.json").write_bytes(data)
+    found = result_or_user_error(lambda: read_target_pose(str(scratch / "pose.json"), frame_hw=(256, 176)))
+    if found is not None:
+        check_keypoints(found[1])
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=20) | st.dictionaries(
+        st.sampled_from(["keypoints_y", "keypoints_x", "other"]), children, max_size=3),
+    max_leaves=60,
+)
+
+
+@FUZZ
+@given(data=st.one_of(JSON_VALUES, st.fixed_dictionaries({"keypoints_y": st.lists(JSON_VALUES, min_size=18, max_size=18),
+                                                            "keypoints_x": st.lists(st.floats(), min_size=18, max_size=18)})))
+def test_keypoint_json_values(data) -> None:
+    found = result_or_user_error(lambda: keypoints_from_json(data, "pose.json", (256, 176)))
+    if found is not None:
+        check_keypoints(found)
+
+
+@FUZZ
+@given(row=st.one_of(st.text(max_size=120), mutated(f"b.jpg:{json.dumps(YS)}:{json.dumps(XS)}".encode()).map(
+    lambda data: data.decode("utf-8", "replace"))))
+def test_annotation_row(row: str) -> None:
+    found = result_or_user_error(lambda: read_target_pose(row, annotation_file=None, frame_hw=(256, 176))
+                                 if ":" in row and "[" in row else ("", np.zeros((18, 2))))
+    if found is not None:
+        check_keypoints(found[1])
+
+
+@FUZZ
+@given(data=file_bytes(VALID["metadata"]))
+def test_captioned_folder_metadata(scratch: Path, data: bytes) -> None:
+    (scratch / "metadata.jsonl").write_bytes(data)
+    try:
+        items = result_or_user_error(lambda: read_captioned_folder(scratch))
+    finally:
+        (scratch / "metadata.jsonl").unlink()
+    assert items is None or [item.path.name for item in items] == ["p0.png", "p1.png"]
+
+
+@FUZZ
+@given(first=file_bytes(VALID["caption"]), second=file_bytes(VALID["caption"]))
+def test_captioned_folder_sidecars(scratch: Path, first: bytes, second: bytes) -> None:
+    (scratch / "p0.txt").write_bytes(first)
+    (scratch / "p1.txt").write_bytes(second)
+    try:
+        items = result_or_user_error(lambda: read_captioned_folder(scratch, caption_prefix="A "))
+    finally:
+        (scratch / "p0.txt").unlink()
+        (scratch / "p1.txt").unlink()
+    assert items is None or all(isinstance(item.caption, str) and item.caption.startswith("A ") for item in items)
+
+
+@FUZZ
+@given(data=file_bytes(VALID["list"]))
+def test_list_file(scratch: Path, data: bytes) -> None:
+    (scratch / "train.lst").write_bytes(data)
+    names = result_or_user_error(lambda: read_list(scratch / "train.lst"))
+    assert names is None or all(name and name == name.strip() for name in names)
+    images = [scratch / "p0.png", scratch / "p1.png"]
+    chosen = result_or_user_error(lambda: select_listed(images, scratch / "train.lst"))
+    assert chosen is None or set(chosen) <= set(images)
