@@ -118,10 +118,9 @@ def foreign_folder(tmp: Path) -> Path:
 
 def marked_out(tmp: Path) -> Path:
     """An atelier output folder from an earlier run."""
-    from atelier.commands._folder_job import OUTPUT_MARKER
+    from atelier.utils.outputs import write_marker
 
-    (tmp / "out").mkdir(parents=True, exist_ok=True)
-    (tmp / "out" / OUTPUT_MARKER).write_text("{}")
+    write_marker(tmp / "out", "output")
     return tmp / "out"
 
 

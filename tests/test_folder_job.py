@@ -15,8 +15,9 @@ from PIL import Image
 
 from atelier.cli import build_parser
 from atelier.commands import translate as translate_command
-from atelier.commands._folder_job import OUTPUT_MARKER, image_pairs, plan, require_positive
+from atelier.commands._folder_job import image_pairs, plan, require_positive
 from atelier.errors import UserError
+from atelier.utils.outputs import write_marker
 from tests.helpers import run_command, write_random_photos
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -39,8 +40,7 @@ def test_image_pairs_map_files_and_folders_into_out(tmp_path: Path) -> None:
 def test_seeds_count_over_every_input_before_existing_outputs_are_kept(tmp_path: Path) -> None:
     out = tmp_path / "out"
     pairs = [(tmp_path / f"p{i}.png", out / f"p{i}.png") for i in range(4)]
-    out.mkdir()
-    (out / OUTPUT_MARKER).write_text("{}")  # an earlier run's output folder
+    write_marker(out, "output")  # an earlier run's output folder
     (out / "p1.png").write_bytes(b"an earlier run's")
     job = plan(pairs, out, seed=10, overwrite=False)
     assert [(task.target.name, task.seed, task.index) for task in job.todo] == [("p0.png", 10, 0), ("p2.png", 12, 2),

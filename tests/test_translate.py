@@ -114,11 +114,12 @@ def test_translate_command_rejects_bad_strength(model_and_lora: tuple[Path, Path
 
 def test_generate_command_writes_images_grid_and_settings(model_and_lora: tuple[Path, Path], tmp_path: Path) -> None:
     from atelier.commands import generate as command
+    from atelier.utils.outputs import MARKER
 
     base, lora = model_and_lora
     out = tmp_path / "gen"
     assert run_command(command, ["--model", str(base), "--lora", str(lora), "--prompt", "a red dress",
                                  "--num-images", "2", "--steps", "3", "--size", "32x32", "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["0000.png", "0001.png", "grid.png", "settings.json"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "0000.png", "0001.png", "grid.png", "settings.json"]
     with pytest.raises(UserError, match="--overwrite"):
         run_command(command, ["--model", str(base), "--prompt", "x", "--out", str(out)])

@@ -6,8 +6,8 @@ output depends neither on --batch-size, nor on its batch-mates, nor on resuming.
 through `plan`, which refuses, before any work, whatever would lose a file: two inputs for one output, an output that
 is an input, an input inside OUT (or OUT inside an input folder: a rerun would read its outputs as inputs), an output
 where a folder or a job file (grid.png, settings.json) is, and an OUT that is neither new, nor empty, nor an atelier
-output folder. `claim_out` makes OUT one: it writes the marker OUT/.atelier-output.json (training runs have their own
-marker), which is also the check that OUT is writable.
+output folder. `claim_out` makes OUT one: it writes atelier's one marker (atelier.utils.outputs, command "output";
+training runs carry the same file with command "train"), which is also the check that OUT is writable.
 
 Nothing heavy is imported at the top: the commands import this module to build their parsers, and `atelier --help`
 must not wait for torch.
@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from atelier.errors import UserError
+from atelier.utils.outputs import MARKER as OUTPUT_MARKER
+from atelier.utils.outputs import read_marker, write_marker
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +33,6 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-OUTPUT_MARKER = ".atelier-output.json"  # marks an atelier output folder (training runs have their own marker)
 JOB_FILES = ("grid.png", "settings.json", "preview/grid.png", OUTPUT_MARKER)  # what a job writes besides its outputs
 MAX_NAMED = 5  # inputs named in one error; the rest are counted
 GRID_ROWS = 8  # OUT/grid.png shows the first results at a glance; the outputs themselves are the full record
@@ -227,9 +228,6 @@ def claim_out(out: Path, overwrite: bool) -> None:
     """Make OUT an atelier output folder, before any work: refuse a file, and a non-empty folder that is not one
     (no marker; with or without --overwrite, its grid.png, settings.json and same-named files would be replaced);
     then create it and (re)write the marker, which proves it writable."""
-    from atelier import __version__
-    from atelier.utils.io import write_json
-
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; expected a folder for the outputs (choose another --out)")
     if out.is_dir() and not is_output_folder(out) and any(out.iterdir()):
@@ -237,8 +235,7 @@ def claim_out(out: Path, overwrite: bool) -> None:
         raise UserError(f"--out {out} is not empty and is not an atelier output folder (no {OUTPUT_MARKER}): {why}; "
                         "choose a new or empty folder")
     try:
-        write_json(out / OUTPUT_MARKER, {"written_by": f"atelier {__version__}",
-                                         "note": "an atelier output folder: --overwrite may replace the files here"})
+        write_marker(out, "output", note="an atelier output folder: --overwrite may replace the files here")
     except OSError as error:
         raise UserError(f"--out {out}: cannot write there ({error.strerror or error}); choose a folder you can write to") from None
 
@@ -246,8 +243,9 @@ def claim_out(out: Path, overwrite: bool) -> None:
 def is_output_folder(folder: Path) -> bool:
     """Whether `folder` holds atelier outputs: the marker, or (from before the marker) a settings.json that atelier
     wrote, naming its version."""
-    if (folder / OUTPUT_MARKER).is_file():
-        return True
+    marker = read_marker(folder)
+    if marker is not None:
+        return marker.get("command") == "output"
     try:
         settings = json.loads((folder / "settings.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

@@ -104,7 +104,6 @@ def run_recipe(cfg: BaseRecipeConfig, run_dir: str | Path) -> Path:
     """Run (or resume) every stage in run_dir; return the release folder."""
     from atelier.data.synth import synthesize
     from atelier.diffusion.release import write_release
-
     from atelier.training.run_dir import claim_run_dir
 
     run_dir = Path(run_dir)
