@@ -119,6 +119,6 @@ def test_generate_command_writes_images_grid_and_settings(model_and_lora: tuple[
     out = tmp_path / "gen"
     assert run_command(command, ["--model", str(base), "--lora", str(lora), "--prompt", "a red dress",
                                  "--num-images", "2", "--steps", "3", "--size", "32x32", "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["0000.png", "0001.png", "grid.png", "settings.json"]
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["0000.png", "0001.png", "grid.png", "settings.json"]
     with pytest.raises(UserError, match="--overwrite"):
         run_command(command, ["--model", str(base), "--prompt", "x", "--out", str(out)])
