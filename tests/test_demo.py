@@ -88,6 +88,6 @@ def test_full_demo_settings_are_unchanged(tmp_path):
     lora, adapter = style_configs(ctx, Path("data"), Path("base"))
     pose, dual = pose_config(ctx, Path("base")), dual_lora_config(ctx, Path("data"), Path("base"), Path("lora"))
     steps = [(cfg.train.max_steps, cfg.train.batch_size) for cfg in (vae, unet, lora, adapter, pose, dual)]
-    assert steps == [(2000, 4), (700, 16), (120, 16), (60, 16), (160, 8), (120, 8)]
+    assert steps == [(2000, 4), (700, 16), (60, 16), (30, 16), (160, 8), (120, 8)]
     assert (lora.sample.steps, dual.sample.count, dual.sample.steps) == (20, 4, 50)
     assert DEMO_DATA == {"identities": 48, "poses_per_identity": 4, "size": (176, 256), "seed": 0, "test_fraction": 0.2}

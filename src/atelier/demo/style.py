@@ -60,7 +60,7 @@ PHOTO, PHOTO_VAE, PLAIN, STYLED, INV_PLAIN, INV_STYLED, DETAIL, ADAPTED, CEILING
 def style_configs(ctx: DemoContext, data: Path, base: Path) -> tuple[StyleLoraConfig, ImageAdapterConfig]:
     """The style LoRA (illustrations of training identities) and image adapter (training photos) configs."""
     style = data / "style"
-    lora_steps, adapter_steps, batch = ctx.pick(120, 2), ctx.pick(60, 2), ctx.pick(16, 2)
+    lora_steps, adapter_steps, batch = ctx.pick(60, 2), ctx.pick(30, 2), ctx.pick(16, 2)
     lora = StyleLoraConfig(
         model=ModelConfig(base=str(base)),
         data=CaptionedDataConfig(root=str(style / "illustration"), list_file=str(style / "train.lst"), caption_prefix=PREFIX,
