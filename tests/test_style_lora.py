@@ -178,6 +178,6 @@ def test_tiny_configs_are_the_demos() -> None:
     from atelier.demo.style import style_configs
 
     out = Path("runs/demo")
-    lora, adapter = style_configs(DemoContext(out=out), out / "data", out / "base" / "unet" / "final")
+    lora, adapter = style_configs(DemoContext(out=out), out / "data", Path("fashionsynth"))
     assert to_dict(load_config(CONFIGS / "tiny-style-lora.yaml")) == to_dict(lora)
     assert to_dict(load_config(CONFIGS / "tiny-image-adapter.yaml")) == to_dict(adapter)
