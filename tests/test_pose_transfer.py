@@ -94,7 +94,7 @@ def test_pose_transfer_one_image_and_a_test_set(trained_run, synth_root, tmp_pat
     first = generated[0].stat().st_mtime_ns
     assert main(args) == 0 and generated[0].stat().st_mtime_ns == first  # existing outputs are kept
     settings = json.loads((out / "settings.json").read_text())
-    assert settings["options"]["full_scale"] == 2.5 and settings["image_size"] == [64, 48]
+    assert settings["options"]["full_scale"] == 2.5 and settings["image_size"] == [96, 64]
 
 
 def test_pose_transfer_bad_input(trained_run, synth_root, tmp_path, capsys):
