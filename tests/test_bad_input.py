@@ -230,6 +230,22 @@ def weights_file(tmp: Path, name: str, data: bytes):
     return lambda: load_state_dict(tmp / name)
 
 
+def image_adapter_file(tmp: Path, data: bytes):
+    from atelier.diffusion.image_adapter import read_adapter_weights
+
+    (tmp / "ip-adapter.safetensors").write_bytes(data)
+    return lambda: read_adapter_weights(tmp / "ip-adapter.safetensors")
+
+
+def peft_pickle(tmp: Path) -> Path:
+    """A PEFT adapter folder whose adapter_model.bin pickles a payload instead of tensors."""
+    folder = tmp / "peft-lora"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps({"r": 4, "lora_alpha": 4, "target_modules": ["to_q"]}))
+    (folder / "adapter_model.bin").write_bytes(pickle.dumps(_RunsCode(tmp / "pwned")))
+    return folder
+
+
 class _RunsCode:
     """A pickle payload that would create a file if it were ever unpickled freely."""
 
@@ -362,7 +378,10 @@ CASES = [
     row("reader-keypoint-json-infinity", reader(keypoint_json, {"keypoints_y": YS, "keypoints_x": [float("inf")] * 18}), r"pose\.json: keypoints_x\[0\] \(nose\) is inf"),
     # readers: weights files
     row("reader-pickle-named-safetensors", reader(weights_file, "cfld.safetensors", pickle.dumps({"a": 1})), r"cfld\.safetensors is not a readable safetensors file"),
-    row("reader-pickle-that-runs-code", lambda t: reader_outcome(weights_file(t, "duallora.bin", pickle.dumps(_RunsCode(t / "pwned")))), r"duallora\.bin as a weights-only torch state dict"),
+    row("reader-pickle-that-runs-code", lambda t: reader_outcome(weights_file(t, "duallora.bin", pickle.dumps(_RunsCode(t / "pwned")))), r"duallora\.bin pickles Python objects other than tensors"),
+    row("reader-truncated-torch-file", reader(weights_file, "swin.pth", b"PK\x03\x04 cut short"), r"swin\.pth as a weights-only torch state dict"),
+    row("reader-image-adapter-pickle-named-safetensors", reader(image_adapter_file, pickle.dumps({"a": 1})), r"ip-adapter\.safetensors is not a readable safetensors file"),
+    row("translate-peft-lora-pickled-bin", lambda t: cli_outcome(translate(t, "--lora", str(peft_pickle(t)), "--steps", "1")), r"adapter_model\.bin pickles Python objects other than tensors"),
 ]
 
 

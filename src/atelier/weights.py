@@ -21,7 +21,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -218,10 +220,15 @@ def load_state_dict(path: str | os.PathLike) -> dict:
             raise UserError(f"weights file {path} is not a readable safetensors file ({_first_line(error)}); it is "
                             "damaged or another format: fetch or convert it again") from None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # the weights-only unpickler refuses anything but tensors and containers
+        with warnings.catch_warnings():  # a pickle not written by torch.save: the error below says all there is to say
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # the weights-only unpickler refuses anything but tensors and containers
+        raise UserError(f"weights file {path} pickles Python objects other than tensors, which atelier never unpickles "
+                        "(they could run code); expected a .pth/.safetensors state dict as published") from None
+    except Exception as error:  # truncated, not a torch file, unreadable
         raise UserError(f"cannot read weights file {path} as a weights-only torch state dict ({_first_line(error)}); "
-                        "expected a .pth/.safetensors state dict as published (pickled code is never run)") from None
+                        "expected a .pth/.safetensors state dict as published") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -166,14 +166,15 @@ def _weight_file(path: Path) -> Path:
 
 
 def read_adapter_weights(file: Path) -> dict[str, torch.Tensor]:
-    """Flat published-layout tensors from a .safetensors file or a nested .bin (torch.load with weights_only=True)."""
-    from safetensors.torch import load_file
+    """Flat published-layout tensors from a .safetensors file or a nested .bin (torch.load with weights_only=True);
+    a damaged file or a pickle of anything but tensors is one UserError naming it (atelier.weights.load_state_dict)."""
+    from atelier.weights import load_state_dict
 
-    if file.suffix == ".safetensors":
-        return load_file(str(file))
-    if file.suffix != ".bin":
+    if file.suffix not in (".safetensors", ".bin"):
         raise UserError(f"--image-adapter {file}: expected a .safetensors or .bin file")
-    nested = torch.load(file, map_location="cpu", weights_only=True)
+    nested = load_state_dict(file)
+    if file.suffix == ".safetensors":
+        return nested
     if not isinstance(nested, dict) or not {"image_proj", "ip_adapter"} <= set(nested):
         raise UserError(f"--image-adapter {file}: expected a dict with 'image_proj' and 'ip_adapter' (ip-adapter_sd15 layout)")
     return {f"{group}.{key}": value for group in ("image_proj", "ip_adapter") for key, value in nested[group].items()}

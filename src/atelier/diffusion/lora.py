@@ -137,16 +137,14 @@ def save_lora(folder: str | os.PathLike, unet: torch.nn.Module, text_encoder: to
 def _peft_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """(state dict without PEFT's `base_model.model.` prefix, LoraConfig kwargs) of one PEFT adapter folder."""
     from peft import LoraConfig
-    from safetensors.torch import load_file
+
+    from atelier.weights import load_state_dict
 
     weights = next((folder / name for name in PEFT_WEIGHT_NAMES if (folder / name).is_file()), None)
     if weights is None:
         raise UserError(f"PEFT adapter folder {folder} has {PEFT_CONFIG_NAME} but no {' or '.join(PEFT_WEIGHT_NAMES)}; "
                         "copy the weight file beside the config")
-    if weights.suffix == ".safetensors":
-        state = load_file(str(weights))
-    else:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+    state = load_state_dict(weights)  # safetensors, or a weights-only unpickling: a bad file is one UserError naming it
     config = _config_dict(LoraConfig.from_pretrained(str(folder)))
     state = {key.removeprefix("base_model.model."): value for key, value in state.items()}
     return state, config

@@ -48,9 +48,9 @@ def illustrate(model: Illustrator, images: torch.Tensor, *, prompt: str = "", ne
     from atelier.methods.unidllora.dual_lora import set_domain_weights
 
     # 1. validate: the adapter's scale and weights (the size is checked by the adapter and the translation)
+    weights = branch_weights(adapter_scale, adapter_weights)  # refuses negatives; NaN and inf pass its comparisons
     check_range({"--adapter-scale": adapter_scale})
     check_range({f"--adapter-weights {branch}": share for branch, share in zip(BRANCHES, adapter_weights or [])})
-    weights = branch_weights(adapter_scale, adapter_weights)
     unet = model.components.unet
     # 2. LoRA domain weights (None keeps what the model was loaded with; a fused LoRA cannot change them)
     if lora_weights is not None and model.fused_lora_weights is not None:
