@@ -58,7 +58,7 @@ def test_lora_weights_switch_the_output_and_zero_is_the_base(model) -> None:
     torch.testing.assert_close(results["off"], illustrate(base, images, **SETTINGS).latents, rtol=0, atol=0)
     with pytest.raises(UserError, match="--strength"):
         illustrate(model, images, strength=1.5, **{k: v for k, v in SETTINGS.items() if k != "strength"})
-    with pytest.raises(UserError, match="adapter-scale"):
+    with pytest.raises(UserError, match="adapter scale"):
         illustrate(model, images, adapter_scale=-1.0, **SETTINGS)
 
 
