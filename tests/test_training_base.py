@@ -94,11 +94,14 @@ def test_list_file_keeps_the_named_files(tmp_path: Path) -> None:
     files = [Path("data/a.jpg"), Path("data/sub/b.png"), Path("data/c.jpg"), Path("data/d.v2.jpg")]
     assert filter_listed(files, None) == files
     listing = tmp_path / "train.lst"
-    listing.write_text("a.jpg\n\n  sub/b  \nd.v2.png\nmissing.jpg\n")  # suffixes and folders do not matter
+    listing.write_text("a.jpg\n\n  sub/b  \nd.v2.png\n")  # suffixes and folders do not matter
     assert filter_listed(files, listing) == [files[0], files[1], files[3]]
     items = [SimpleNamespace(path=str(file)) for file in files]
     assert [item.path for item in filter_listed(items, str(listing), lambda item: item.path)] == ["data/a.jpg", "data/sub/b.png", "data/d.v2.jpg"]
-    with pytest.raises(UserError, match=r"data.list_file .*gone.lst: could not be read"):
+    listing.write_text("a.jpg\nmissing.jpg\n")  # a listed image that is not there is named, never dropped
+    with pytest.raises(UserError, match=r"data.list_file .*train.lst: 1 listed images are missing .*missing"):
+        filter_listed(files, listing)
+    with pytest.raises(UserError, match=r"gone.lst"):
         filter_listed(files, tmp_path / "gone.lst")
 
 

@@ -62,17 +62,11 @@ def load_strict(params: dict[str, torch.Tensor], state: dict[str, torch.Tensor],
 
 def filter_listed(items: Iterable[T], list_file: str | os.PathLike | None,
                   path: Callable[[T], str | os.PathLike] = lambda item: item, flag: str = "data.list_file") -> list[T]:
-    """The items whose file (`path(item)`) the list file names, by name without suffix, one a line; all without one."""
-    items = list(items)
-    if not list_file:
-        return items
-    try:
-        lines = Path(list_file).read_text().splitlines()
-    except OSError as error:
-        raise UserError(f"{flag} {list_file}: could not be read ({error.strerror}); expected a text file of image "
-                        "names, one a line (e.g. style/train.lst), or leave it out") from None
-    wanted = {Path(line.strip()).stem for line in lines if line.strip()}
-    return [item for item in items if Path(path(item)).stem in wanted]
+    """The items whose file (`path(item)`) the list file names, by name without suffix, one a line; all without one.
+    A listed image that is not among the items is an error naming the list (data.formats.lists), never dropped."""
+    from atelier.data.formats.lists import select_listed
+
+    return select_listed(items, list_file, path, flag)
 
 
 class TaskBase(ABC):
