@@ -3,8 +3,9 @@ result or a UserError, nothing else (no UnicodeDecodeError, csv.Error, Recursion
 
 Readers: the DeepFashion pairs CSV and annotation (keypoint) CSV, keypoint JSON files and annotation rows
 (--target-pose), captioned folders (metadata.jsonl and .txt sidecars), list files. A result is also checked for
-form where there is one to check (keypoints: 18 finite (y, x) pairs). Each property runs 60 examples; no deadline, as
-the machine may be busy.
+form where there is one to check (keypoints: 18 finite (y, x) pairs), and a UserError for being one line. Each property
+runs 60 examples, drawn from a fixed seed (a failure reproduces; to explore further, raise max_examples or drop
+derandomize locally); no deadline, as the machine may be busy.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from atelier.data.pairs import keypoints_from_json, read_target_pose
 from atelier.errors import UserError
 from tests.helpers import write_random_photos
 
-FUZZ = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=60, deadline=None, database=None, derandomize=True,  # the same examples every run: no flaky CI
+               suppress_health_check=[HealthCheck.too_slow])
 YS = [10 * (i + 1) for i in range(18)]
 XS = [5 * (i + 1) for i in range(18)]
 VALID = {

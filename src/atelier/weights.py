@@ -224,8 +224,8 @@ def load_state_dict(path: str | os.PathLike) -> dict:
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # the weights-only unpickler refuses anything but tensors and containers
-        raise UserError(f"weights file {path} pickles Python objects other than tensors, which atelier never unpickles "
-                        "(they could run code); expected a .pth/.safetensors state dict as published") from None
+        raise UserError(f"weights file {path} pickles Python objects other than tensors: refused by the weights-only "
+                        "loader (unpickling them could run code); expected a .pth/.safetensors state dict as published") from None
     except Exception as error:  # truncated, not a torch file, unreadable
         raise UserError(f"cannot read weights file {path} as a weights-only torch state dict ({_first_line(error)}); "
                         "expected a .pth/.safetensors state dict as published") from None

@@ -120,7 +120,7 @@ def keypoints_from_json(data, where: str, frame_hw: tuple[int, int] | None = Non
         bad = next((i for i, pair in enumerate(data) if not (isinstance(pair, list) and len(pair) == 2
                                                            and all(map(_is_number, pair)))), None)
         if bad is not None:
-            raise UserError(f"{where}: entry [{bad}] is {str(data[bad])[:40]}; expected a [y, x] pair of numbers "
+            raise UserError(f"{where}: entry [{bad}] is {data[bad]!r:.40}; expected a [y, x] pair of numbers "
                             f"(the file: {KEYPOINT_JSON})")
         pairs = data
     else:
@@ -136,7 +136,7 @@ def _keypoints_from_row(row: str, frame_hw: tuple[int, int] | None) -> tuple[str
     if len(cells) != 3:
         raise UserError(f"--target-pose {row[:60]!r}: expected an annotation row name:[18 y values]:[18 x values]")
     name, ys, xs = cells
-    where = f"--target-pose row {name}"
+    where = f"--target-pose row {name!r}"  # quoted: a name is user text, and the message must stay one line
     columns = {key: parse_json(text, f"{where}, {key}: not valid JSON; expected a list of {NUM_KEYPOINTS} numbers")
                for key, text in (("keypoints_y", ys), ("keypoints_x", xs))}
     return name, keypoints_from_json(columns, where, frame_hw)
