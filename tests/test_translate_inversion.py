@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from atelier.diffusion.encode import encode_images
-from atelier.diffusion.img2img import translate
+from atelier.diffusion.img2img import translate, with_lost_detail
 from atelier.diffusion.lora import add_lora, fuse_lora, lora_disabled, lora_parameters
 from atelier.errors import UserError
 from atelier.utils.images import tensor_to_pil
@@ -68,6 +68,23 @@ def test_inversion_without_the_lora_returns_the_input_and_the_lora_changes_it() 
     inversion_error, sdedit_error = (base - init).abs().mean(), (sdedit - init).abs().mean()
     assert inversion_error < 0.1 * sdedit_error, (inversion_error, sdedit_error)
     assert (styled - init).abs().mean() > 3 * inversion_error  # the change is the LoRA's
+
+
+def test_a_shared_inversion_and_restored_detail_equal_running_each_variant_alone() -> None:
+    """What the demo's style stage relies on: `inverted=` (an earlier call's start) skips the inversion with an
+    identical result, and with_lost_detail of a run's latents is that run with restore_detail."""
+    components, images = tiny_with_lora(), random_images()
+    alone = translate(components, images, ["a", "b"], inversion=True, restore_detail=True, **SETTINGS)
+    with lora_disabled([components.unet]):
+        base_run = translate(components, images, ["", ""], inversion=True, **SETTINGS)
+    shared = translate(components, images, ["a", "b"], inversion=True, inverted=base_run.start, **SETTINGS)
+    torch.testing.assert_close(shared.start, alone.start, rtol=0, atol=0)
+    torch.testing.assert_close(shared.latents, alone.latents, rtol=0, atol=0)
+    restored = [tensor_to_pil(image) for image in with_lost_detail(components.vae, shared.latents, images)]
+    for ours, theirs in zip(restored, alone.images):
+        assert np.array_equal(np.asarray(ours), np.asarray(theirs))
+    with pytest.raises(ValueError, match="inversion=True"):
+        translate(components, images, ["a", "b"], inverted=base_run.start, **SETTINGS)
 
 
 def test_inversion_needs_ddim() -> None:

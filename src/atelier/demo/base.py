@@ -39,7 +39,7 @@ TARGETS = [("VAE round trip of held-out photos, dB PSNR", "photo_vae", 28.0, Tru
            ("caption-blind colour hit rate", "blind_hit", 0.20, False),
            ("shuffled-caption colour hit rate", "shuffled_hit", 0.20, False),
            ("garment type hit rate (class-balanced)", "caption_type", 0.70, True)]
-SAMPLE_STEPS, GUIDANCE = 10, 5.0  # DDIM steps and guidance of the held-out samples
+SAMPLE_STEPS, GUIDANCE = 8, 5.0  # DDIM steps and guidance of the held-out samples
 Scores = dict[str, np.ndarray]  # a number's name -> its value per held-out image, in one order
 
 

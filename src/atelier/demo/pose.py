@@ -155,13 +155,11 @@ def pose_summary(cfg: PoseConfig, count: int, ssim: dict[str, float], psnr: dict
     """The stage's paragraph: the model, its training, the scores beside both baselines."""
     return (f"A tiny CFLD (Swin {cfg.cfld.appearance.depths} x {cfg.cfld.appearance.embed_dim}, {cfg.cfld.num_queries} "
             f"queries, query biases on all 4 up-block transformers, pose adapter; UNet to_k/to_v of the up-block "
-            f"cross-attentions trained, as the paper) trained {cfg.train.max_steps} steps on the tiny base at "
+            f"cross-attentions trained, as the paper) trained {cfg.train.max_steps} steps on the demo's base at "
             f"{cfg.data.image_size[1]}x{cfg.data.image_size[0]}, scored on {count} test pairs of held-out identities with the cfld "
             f"protocol (outputs resized to 256x176). SSIM {ssim['cfld']:.4f} vs {ssim['copy_source']:.4f} for copying "
             f"the source and {ssim['paint_colours']:.4f} for painting its colours on the target skeleton; PSNR "
-            f"{psnr['cfld']:.2f} vs {psnr['copy_source']:.2f} and {psnr['paint_colours']:.2f} dB. At this size the "
-            f"outputs are blurred figures in the target pose that carry little of the garments' colours (the tiny base "
-            f"itself draws at that level).")
+            f"{psnr['cfld']:.2f} vs {psnr['copy_source']:.2f} and {psnr['paint_colours']:.2f} dB.")
 
 
 def run_pose(ctx: DemoContext) -> StageResult:

@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 class TranslateOutput:
     images: list[Image.Image]
     latents: torch.Tensor
+    start: torch.Tensor  # the latents the denoising started from (with `inversion`: what the inversion reached)
 
 
 @torch.no_grad()
@@ -57,12 +58,15 @@ def translate(components: SDComponents, images: torch.Tensor, prompts: list[str]
               steps: int = 100, guidance_scale: float = 7.5, negative_prompt: str = "",
               image_adapter: ImageAdapter | None = None, image_cond_scale: float = 0.3, seed: Seeds = 0,
               scheduler: SchedulerName = "ddim", inversion: bool = False, source_prompt: str = "",
-              restore_detail: bool = False, show_progress: bool = True) -> TranslateOutput:
+              restore_detail: bool = False, inverted: torch.Tensor | None = None,
+              show_progress: bool = True) -> TranslateOutput:
     """Translate (B, 3, H, W) images in [-1, 1]: validate -> timesteps -> encode -> latents -> denoise -> decode.
 
     `seed`: an int S seeds image i with S + i, a sequence gives each image's seed; an image's result depends only on
     its own seed, whatever the batch it is translated in. `inversion` (DDIM only; needs the LoRA unfused) and
-    `restore_detail`: see the module docstring.
+    `restore_detail`: see the module docstring. `inverted`: the `start` of an earlier `inversion` call on the same
+    images, steps, strength and source prompt (the inversion runs the base model alone, so it does not depend on the
+    LoRA, prompts or guidance): reused instead of inverting again.
     """
     # 1. validate
     height, width = images.shape[-2:]
@@ -75,6 +79,8 @@ def translate(components: SDComponents, images: torch.Tensor, prompts: list[str]
     check_range({"--image-cond-scale": image_cond_scale}, why=" (0 ignores the image adapter)")
     if inversion and scheduler != "ddim":
         raise UserError(f"--inversion with --scheduler {scheduler}: DDIM inversion needs --scheduler ddim")
+    if inverted is not None and (not inversion or inverted.shape[0] != len(images)):
+        raise ValueError("`inverted` is an earlier inversion's start latents, one per image: pass it with inversion=True")
     unet = components.unet
     device = next(unet.parameters()).device
     generators = image_generators(seed, len(images), device)
@@ -94,22 +100,33 @@ def translate(components: SDComponents, images: torch.Tensor, prompts: list[str]
     # 4. latents: the images' latents noised to the first kept timestep, each image's noise from its own generator,
     #    or (inversion) carried there by the base model's DDIM inversion
     latents = init
-    if len(timesteps) and inversion:
+    if len(timesteps) and inverted is not None:
+        latents = inverted.to(device=device, dtype=init.dtype)
+    elif len(timesteps) and inversion:
         no_image = None if image_embeds is None else (image_embeds[1], image_embeds[1])  # zeros: adapter at scale 0
         latents = invert_images(components, init, [source_prompt] * len(init), timesteps, steps, no_image, show_progress)
     elif len(timesteps):
         noise = randn_per_image(init.shape, generators, device, init.dtype)
         latents = sampler.add_noise(init, noise, timesteps[:1].repeat(len(init)))
+    start = latents
     # 5. denoise
     if image_adapter is not None:
         image_adapter.set_scale(image_cond_scale)
     predict = classifier_free_guidance(unet, cond, uncond, guidance_scale, image_embeds)
     latents = denoise(predict, sampler, latents, timesteps, generators, show_progress)
     # 6. decode (plus, with restore_detail, what the VAE loses of the input)
-    decoded = decode_latents(components.vae, latents)
-    if restore_detail:
-        decoded = (decoded + images.to(decoded.device) - decode_latents(components.vae, init)).clamp(-1, 1)
-    return TranslateOutput([tensor_to_pil(image) for image in decoded], latents)
+    decoded = with_lost_detail(components.vae, latents, images, init) if restore_detail else decode_latents(components.vae, latents)
+    return TranslateOutput([tensor_to_pil(image) for image in decoded], latents, start)
+
+
+@torch.no_grad()
+def with_lost_detail(vae, latents: torch.Tensor, images: torch.Tensor, init: torch.Tensor | None = None) -> torch.Tensor:
+    """`restore_detail`: `latents` decoded plus what the VAE loses of `images` (images - decode(encode(images)), `init`
+    being their latents when already encoded), clamped to [-1, 1]."""
+    if init is None:
+        init = encode_images(vae, images.to(latents.device))[0].float()
+    decoded = decode_latents(vae, latents)
+    return (decoded + images.to(decoded.device) - decode_latents(vae, init)).clamp(-1, 1)
 
 
 def invert_images(components: SDComponents, init: torch.Tensor, source_prompts: list[str], timesteps: torch.Tensor,
