@@ -40,6 +40,7 @@ TARGETS = [("VAE round trip of held-out photos, dB PSNR", "photo_vae", 28.0, Tru
            ("shuffled-caption colour hit rate", "shuffled_hit", 0.20, False),
            ("garment type hit rate (class-balanced)", "caption_type", 0.70, True)]
 SAMPLE_STEPS, GUIDANCE = 8, 5.0  # DDIM steps and guidance of the held-out samples
+LOSS_TIMESTEPS = torch.linspace(100, 900, 5).long()  # where the held-out denoising loss is measured
 Scores = dict[str, np.ndarray]  # a number's name -> its value per held-out image, in one order
 
 
@@ -62,14 +63,14 @@ def heldout_rows(data: Path) -> list[dict]:
 @torch.no_grad()
 def heldout_denoising_loss(components: SDComponents, images: torch.Tensor, captions: list[str],
                            predict_zero: bool = False) -> np.ndarray:
-    """Per-image epsilon-MSE, averaged over 10 fixed timesteps with fixed noise (comparable across models and paired
+    """Per-image epsilon-MSE, averaged over LOSS_TIMESTEPS (fixed) with fixed noise (comparable across models and paired
     image by image); predict_zero: the trivial baseline."""
     unet = components.unet
     latents, _ = encode_images(components.vae, images)
     text = encode_prompts(components.tokenizer, components.text_encoder, captions)
     generator = torch.Generator().manual_seed(1234)
     losses = []
-    for t in torch.linspace(50, 950, 10).long():
+    for t in LOSS_TIMESTEPS:
         noise = torch.randn(latents.shape, generator=generator)
         noisy = components.scheduler.add_noise(latents, noise, t.expand(len(latents)))
         prediction = torch.zeros_like(noise) if predict_zero else unet(noisy, t, text).sample
@@ -225,7 +226,7 @@ def run_base(ctx: DemoContext) -> StageResult:
         summary=base_summary(ctx, sum(p.numel() for p in trained.unet.parameters()), len(rows), numbers),
         tables=[Table("the base's targets (held-out people) and what it measures", target_rows(numbers)),
                 Table(f"VAE round trip of {len(rows)} held-out photos and their illustrations (means)", vae_rows),
-                Table(f"held-out denoising loss ({len(rows)} photos, 10 fixed timesteps, fixed noise; means)", losses),
+                Table(f"held-out denoising loss ({len(rows)} photos, timesteps {LOSS_TIMESTEPS.tolist()}, fixed noise; means)", losses),
                 Table(f"captions followed: {len(rows)} held-out captions, one sample each ({SAMPLE_STEPS} DDIM steps, guidance "
                       f"{GUIDANCE}); colour: dominant FashionSynth palette colour of the figure", hits)],
         checks=base_checks(numbers),

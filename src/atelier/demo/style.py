@@ -39,7 +39,7 @@ from atelier.demo.results import Check, Figure, StageResult, Table, all_of, pair
 from atelier.methods.style.train import StyleLoraConfig
 from atelier.methods.style.train_adapter import ImageAdapterConfig
 from atelier.metrics.paired import paired_test
-from atelier.metrics.per_image import closeness
+from atelier.metrics.per_image import closeness, garment_colours
 from atelier.training.losses import DiffusionLossConfig
 from atelier.training.tasks.autoencoder import ImageFolderConfig
 from atelier.training.tasks.text2img import CaptionedDataConfig, SampleConfig
@@ -55,6 +55,7 @@ PHOTO, PHOTO_VAE, PLAIN, STYLED, INV_PLAIN, INV_STYLED, DETAIL, ADAPTED, CEILING
     f"inversion {INVERT['strength']} without the LoRA", f"inversion {INVERT['strength']} with the style LoRA",
     f"inversion {INVERT['strength']} with the style LoRA + restore detail",
     f"inversion with the style LoRA + image adapter (scale {IMAGE_COND_SCALE})", "ceiling: true illustration through the VAE")
+OTHER = f"inversion {INVERT['strength']} with the style LoRA, against another person's photo"
 
 
 def style_configs(ctx: DemoContext, data: Path, base: Path) -> tuple[StyleLoraConfig, ImageAdapterConfig]:
@@ -139,9 +140,22 @@ def margin(styled: np.ndarray, other: np.ndarray) -> str:
             f"higher on {test.wins}/{test.n}")
 
 
-def style_checks(raw: dict[str, np.ndarray], vae: dict[str, np.ndarray]) -> list[Check]:
-    """The stage's claims, each a paired test of per-image PSNR: against the true illustration (raw) and against it
-    through the VAE (vae)."""
+def colour_kept(results: dict[str, list[Image.Image]], masks: list[np.ndarray], captions: list[str]) -> dict[str, np.ndarray]:
+    """Garment colour error (RGB distance, 0-255, of the mean colour inside the true garment mask) of each translation
+    against its own photo, and (OTHER) of the LoRA inversion against another person's photo (the next image whose
+    caption differs): what an output that ignored the photo's colours would score."""
+    photos = garment_colours(results[PHOTO], masks)
+    errors = {method: np.linalg.norm(garment_colours(results[method], masks) - photos, axis=1)
+              for method in (PHOTO_VAE, STYLED, INV_STYLED, DETAIL)}
+    n = len(captions)
+    other = [next((i + k) % n for k in range(1, n + 1) if captions[(i + k) % n] != captions[i]) for i in range(n)]
+    errors[OTHER] = np.linalg.norm(garment_colours(results[INV_STYLED], masks) - photos[other], axis=1)
+    return errors
+
+
+def style_checks(raw: dict[str, np.ndarray], vae: dict[str, np.ndarray], colour: dict[str, np.ndarray]) -> list[Check]:
+    """The stage's claims, each a paired test over the held-out photos: per-image PSNR against the true illustration
+    (raw) and against it through the VAE (vae), and the garment colour kept (colour_kept)."""
     def wins(name: str, table: dict[str, np.ndarray], ours: str, other: str) -> Check:
         return paired_beats(name, table[ours], table[other], unit=" dB", digits=2)
 
@@ -154,6 +168,9 @@ def style_checks(raw: dict[str, np.ndarray], vae: dict[str, np.ndarray]) -> list
                "and SDEdit)", [wins(f"{method} vs {measure}", table, ours, other)
                                for measure, table in (("truth", raw), ("truth through the VAE", vae))
                                for method, ours, other in (("inversion", INV_STYLED, INV_PLAIN), ("SDEdit", STYLED, PLAIN))]),
+        paired_beats("LoRA translation (inversion) keeps the photo's garment colours: colour error against its own photo "
+                     "below that against another person's photo", colour[INV_STYLED], colour[OTHER],
+                     lower_is_better=True, digits=1),
     ]
 
 
@@ -177,19 +194,23 @@ def score_tables(scores: Scores, truths: list[Image.Image], total: int) -> list[
                   "where the first is higher)", margins)]
 
 
-def style_summary(lora_cfg: StyleLoraConfig, count: int, raw: dict[str, np.ndarray], vae: dict[str, np.ndarray]) -> str:
+def style_summary(lora_cfg: StyleLoraConfig, count: int, raw: dict[str, np.ndarray], vae: dict[str, np.ndarray],
+                  colour: dict[str, np.ndarray]) -> str:
     """The stage's paragraph: what was trained and translated, the headline and its baselines."""
     return (f"A style LoRA (r 8, alpha 16, {lora_cfg.train.max_steps} steps) learned FashionSynth's illustration style from the "
             f"training identities' illustrations; the {count} photos of held-out identities were translated and scored "
             f"against their true illustrations at {lora_cfg.data.resolution[1]}x{lora_cfg.data.resolution[0]} px. Headline: DDIM inversion of the photo by "
-            f"the base model to strength {INVERT['strength']}, then {INVERT['steps']}-step DDIM sampling with the LoRA (guidance "
+            f"the base model to strength {INVERT['strength']} of a {INVERT['steps']}-step DDIM schedule, then sampling back with the LoRA (guidance "
             f"{INVERT['guidance_scale']}), plus restored detail: {raw[DETAIL].mean():.2f} dB PSNR vs {raw[PHOTO].mean():.2f} dB for "
             f"the untranslated photo ({margin(raw[DETAIL], raw[PHOTO])}). Without restored detail, against the truth through the "
             f"VAE (which removes the codec's shared loss): {vae[INV_STYLED].mean():.2f} dB vs {vae[PHOTO_VAE].mean():.2f} dB for the "
             f"photo through the VAE ({margin(vae[INV_STYLED], vae[PHOTO_VAE])}) and {vae[INV_PLAIN].mean():.2f} dB without the LoRA "
             f"({margin(vae[INV_STYLED], vae[INV_PLAIN])}). The recipe's SDEdit (strength {TRANSLATE['strength']}, random noise) "
             f"also gains from the LoRA ({margin(vae[STYLED], vae[PLAIN])} through the VAE) but loses detail to the noise: "
-            f"{vae[STYLED].mean():.2f} dB, below the photo through the VAE ({margin(vae[STYLED], vae[PHOTO_VAE])}).")
+            f"{vae[STYLED].mean():.2f} dB, below the photo through the VAE ({margin(vae[STYLED], vae[PHOTO_VAE])}). Garment "
+            f"colours kept: the LoRA inversion's mean garment colour is {colour[INV_STYLED].mean():.1f} (RGB distance) from its "
+            f"photo's ({colour[PHOTO_VAE].mean():.1f} for the photo through the VAE, {colour[OTHER].mean():.1f} from another "
+            f"person's photo).")
 
 
 def run_style(ctx: DemoContext) -> StageResult:
@@ -203,13 +224,18 @@ def run_style(ctx: DemoContext) -> StageResult:
     results = {PHOTO: held.images("photo"), **headline}
     scores = {method: (closeness(images, truths), closeness(images, rendered)) for method, images in results.items()}
     raw, vae = ({method: pair[index]["psnr"] for method, pair in scores.items()} for index in (0, 1))
+    colour = colour_kept(results, held.label_maps("garment_mask"), held.captions())
     columns = [results[m] for m in (PHOTO, STYLED, INV_PLAIN, INV_STYLED, DETAIL, CEILING)] + [truths]
     return StageResult(
         task="style",
         title="Style LoRA: photo -> illustration translation on FashionSynth",
-        summary=style_summary(lora_cfg, len(held.names), raw, vae),
-        tables=score_tables(scores, truths, len(heldout_names(ctx.data))),
-        checks=style_checks(raw, vae),
+        summary=style_summary(lora_cfg, len(held.names), raw, vae, colour),
+        tables=[*score_tables(scores, truths, len(heldout_names(ctx.data))),
+                Table(f"garment colours kept ({len(held.names)} held-out photos): RGB distance (0-255) of the mean colour "
+                      "inside the true garment mask, output vs photo (lower is better; means)",
+                      [{"images": method, "garment colour error vs the photo": float(values.mean())}
+                       for method, values in colour.items()])],
+        checks=style_checks(raw, vae, colour),
         figures=[Figure("held-out photo / SDEdit with the LoRA (recipe) / inversion without the LoRA / inversion with the LoRA / "
                         "with restored detail / true illustration through the VAE / true illustration",
                         ctx.out / "style" / "translations.png",

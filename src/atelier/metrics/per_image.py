@@ -50,13 +50,17 @@ def garment_colour_error(images: Sequence[Image.Image], truths: Sequence[Image.I
                          masks: Sequence[np.ndarray]) -> np.ndarray:
     """Per-image RGB distance (0-255) between the mean colours of output and truth inside the garment mask (uint8,
     >127 inside; masks and truths are resized to each output's size)."""
-    errors = []
-    for image, truth, mask in zip(images, truths, masks):
+    resized = [truth.resize(image.size, Image.BICUBIC) for image, truth in zip(images, truths)]
+    return np.linalg.norm(garment_colours(images, masks) - garment_colours(resized, masks), axis=1)
+
+
+def garment_colours(images: Sequence[Image.Image], masks: Sequence[np.ndarray]) -> np.ndarray:
+    """(N, 3) mean RGB (0-255) of each image inside its garment mask (uint8, >127 inside, resized to the image)."""
+    colours = []
+    for image, mask in zip(images, masks):
         keep = np.asarray(Image.fromarray(mask).resize(image.size, Image.NEAREST)) > 127
-        output = np.asarray(image.convert("RGB"), dtype=np.float64)[keep].mean(0)
-        expected = np.asarray(truth.convert("RGB").resize(image.size, Image.BICUBIC), dtype=np.float64)[keep].mean(0)
-        errors.append(float(np.linalg.norm(output - expected)))
-    return np.asarray(errors)
+        colours.append(np.asarray(image.convert("RGB"), dtype=np.float64)[keep].mean(0))
+    return np.stack(colours)
 
 
 def garment_mask_iou(images: Sequence[Image.Image], truths: Sequence[Image.Image], parses: Sequence[np.ndarray],
