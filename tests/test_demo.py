@@ -81,13 +81,13 @@ def test_full_demo_settings_are_unchanged(tmp_path):
     from atelier.demo.context import DEMO_DATA, DemoContext
     from atelier.demo.illustrate import dual_lora_config
     from atelier.demo.pose import pose_config
-    from atelier.demo.style import style_configs
+    from atelier.demo.style import style_config
 
     ctx = DemoContext(out=tmp_path)
     vae, unet = base_configs(ctx, Path("data"), Path("vae-data"))
-    lora, adapter = style_configs(ctx, Path("data"), Path("base"))
+    lora = style_config(ctx, Path("data"), Path("base"))
     pose, dual = pose_config(ctx, Path("base")), dual_lora_config(ctx, Path("data"), Path("base"), Path("lora"))
-    steps = [(cfg.train.max_steps, cfg.train.batch_size) for cfg in (vae, unet, lora, adapter, pose, dual)]
-    assert steps == [(2000, 4), (700, 16), (60, 16), (30, 16), (160, 8), (120, 8)]
-    assert (lora.sample.steps, dual.sample.count, dual.sample.steps) == (20, 4, 50)
+    steps = [(cfg.train.max_steps, cfg.train.batch_size) for cfg in (vae, unet, lora, pose, dual)]
+    assert steps == [(2000, 4), (700, 16), (60, 16), (150, 8), (100, 8)]
+    assert (lora.sample.steps, pose.sample.steps, dual.sample.count, dual.sample.steps) == (20, 6, 4, 20)
     assert DEMO_DATA == {"identities": 48, "poses_per_identity": 4, "size": (176, 256), "seed": 0, "test_fraction": 0.2}

@@ -3,7 +3,7 @@
 Trained (cached under OUT/illustrate): task `dual-lora` on the training identities' photo/illustration pairs, on the
 demo's base, its illustration LoRA started from the style stage's LoRA (so the comparison measures what the paired
 training and the Uni-adapter add), the real LoRA and the two T2I-Adapters (RGB + XDoG sketch) from scratch;
-120 steps of 8 pairs, lr 5e-3, timesteps drawn in [0, 700) (the range strength 0.7 samples; our choice).
+100 steps of 8 pairs, lr 5e-3, timesteps drawn in [0, 700) (the range strength 0.7 samples; our choice).
 Translated: the photos of the held-out identities, by
 - the style LoRA with the style stage's SDEdit recipe (`TRANSLATE` in demo/style.py: strength 0.2, 16 DDIM steps,
   guidance 3, prompt "an illustration, <caption>"; the row's label is made from the strength used);
@@ -36,7 +36,7 @@ from atelier.demo.base_model import ensure_base
 from atelier.demo.context import DemoContext, cached
 from atelier.demo.heldout import HeldOut, heldout_names
 from atelier.demo.results import Check, Figure, StageResult, Table, paired_beats, spread
-from atelier.demo.style import PREFIX, TRANSLATE, ensure_style_models
+from atelier.demo.style import PREFIX, TRANSLATE, ensure_style_lora
 from atelier.diffusion.lora import LoraSettings
 from atelier.methods.unidllora.train import DualLoraConfig, DualLoraSampleConfig, PairedDataConfig
 from atelier.methods.unidllora.uni_adapter import UniAdapterSettings
@@ -54,7 +54,7 @@ UNI, ABLATION = "Uni-DlLoRA (adapters + illustration LoRA)", "Uni-DlLoRA without
 
 def dual_lora_config(ctx: DemoContext, data: Path, base: Path, style_lora: Path) -> DualLoraConfig:
     """Paired training on the training identities, the illustration LoRA started from the style stage's LoRA."""
-    style, steps = data / "style", ctx.pick(120, 2)
+    style, steps = data / "style", ctx.pick(100, 2)
     return DualLoraConfig(
         model=ModelConfig(base=str(base)),
         data=PairedDataConfig(real_root=str(style / "photo"), illustration_root=str(style / "illustration"),
@@ -73,7 +73,7 @@ def ensure_dual_lora(ctx: DemoContext) -> tuple[Path, DualLoraConfig]:
     """Train (or reuse) the Uni-DlLoRA checkpoint; return its final/ folder and config."""
     from atelier.methods.unidllora.train import DualLoraTask
 
-    style_lora = ensure_style_models(ctx)[0]
+    style_lora = ensure_style_lora(ctx)[0]
     cfg = dual_lora_config(ctx, ctx.data, ensure_base(ctx), style_lora)
 
     def build(folder: Path) -> None:
@@ -165,7 +165,7 @@ def run_illustrate(ctx: DemoContext) -> StageResult:
     from atelier.utils.images import tensor_to_pil
 
     checkpoint, cfg = ensure_dual_lora(ctx)
-    base, style_lora = ensure_base(ctx), ensure_style_models(ctx)[0]
+    base, style_lora = ensure_base(ctx), ensure_style_lora(ctx)[0]
     held = HeldOut(ctx.data, heldout_names(ctx.data)[: ctx.pick(None, 4)], ctx.resolution)
     photos, truths = held.tensors("photo"), held.images("illustration")
     outputs, sketches, round_trip = translations(ctx, base, style_lora, checkpoint, photos, held.captions(PREFIX))

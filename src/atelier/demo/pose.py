@@ -31,7 +31,8 @@ from atelier.methods.cfld.network import tiny_cfld_config
 from atelier.methods.cfld.train import PoseConfig, PoseDataConfig, PoseSampleConfig, PoseTask
 from atelier.training.losses import DiffusionLossConfig
 
-SAMPLING = {"steps": 10, "scheduler": "ddim", "pose_scale": 2.0, "full_scale": 2.0, "seed": 0}  # paper: DDPM 50 steps
+# paper: DDPM 50 steps; on the demo's CFLD, DDIM 6 steps scored as 10 (SSIM 0.51 vs 0.52, PSNR 15.85 vs 15.74 dB) in half the time
+SAMPLING = {"steps": 6, "scheduler": "ddim", "pose_scale": 2.0, "full_scale": 2.0, "seed": 0}
 METRICS = ("ssim", "ssim_256", "psnr", "lpips", "fid")
 TORSO = (2, 5, 11, 8)  # right shoulder, left shoulder, left hip, right hip
 
@@ -43,7 +44,7 @@ def pose_config(ctx: DemoContext, base_dir: Path) -> PoseConfig:
         cfld=tiny_cfld_config(),
         data=PoseDataConfig(root=str(ctx.data / "deepfashion"), image_size=ctx.resolution, appearance_size=ctx.resolution,
                             pose_size=ctx.resolution, cache=True),
-        train=TrainConfig(max_steps=ctx.pick(160, 2), batch_size=ctx.pick(8, 2), optimizer="adam", lr=1e-3, weight_decay=0.0,
+        train=TrainConfig(max_steps=ctx.pick(150, 2), batch_size=ctx.pick(8, 2), optimizer="adam", lr=1e-3, weight_decay=0.0,
                           warmup_steps=20, lr_schedule="cosine", checkpoint_every=100, log_every=10),
         loss=DiffusionLossConfig(timestep_sampling="cubic"),
         sample=PoseSampleConfig(steps=SAMPLING["steps"], scheduler=SAMPLING["scheduler"]),
