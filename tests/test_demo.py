@@ -91,3 +91,17 @@ def test_full_demo_settings_are_unchanged(tmp_path):
     assert steps == [(2000, 4), (700, 16), (60, 16), (150, 8), (100, 8)]
     assert (lora.sample.steps, pose.sample.steps, dual.sample.count, dual.sample.steps) == (20, 6, 4, 20)
     assert DEMO_DATA == {"identities": 48, "poses_per_identity": 4, "size": (176, 256), "seed": 0, "test_fraction": 0.2}
+
+
+def test_missed_base_targets_are_named_with_their_numbers_and_why():
+    import numpy as np
+
+    from atelier.demo.base import SHORTFALL, missed_targets
+
+    met = {"photo_vae": np.full(4, 29.0), "caption_hit": np.ones(4), "blind_hit": np.zeros(4), "shuffled_hit": np.zeros(4),
+           "caption_type": np.full(4, 0.2)}  # type rates are sums of class-balanced contributions: 0.8
+    assert missed_targets(met) == []
+    note = missed_targets({**met, "photo_vae": np.full(4, 27.91), "blind_hit": np.array([0, 0, 1, 0.0])})
+    assert len(note) == 1 and note[0].endswith(SHORTFALL)
+    assert "photos, dB PSNR 27.91 (goal >= 28)" in note[0] and "caption-blind colour hit rate 0.25 (goal <= 0.2)" in note[0]
+    assert "caption colour hit rate" not in note[0].replace("caption-blind colour hit rate", "")

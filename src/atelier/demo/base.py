@@ -164,7 +164,7 @@ SHORTFALL = ("The embedded base is an 8.6M-parameter UNet trained 3500 steps of 
 
 def missed_targets(n: Scores) -> list[str]:
     """The report's note when a target is missed: which, by how much, and why (SHORTFALL); nothing when all are met."""
-    missed = [f"{row['target']} {row['measured']:.3g} (goal {row['goal']})" for row in target_rows(n) if row["met"] == "no"]
+    missed = [f"{row['target']} {row['measured']:.4g} (goal {row['goal']})" for row in target_rows(n) if row["met"] == "no"]
     return [f"Targets missed: {'; '.join(missed)}. {SHORTFALL}"] if missed else []
 
 
