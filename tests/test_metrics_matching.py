@@ -51,7 +51,7 @@ def test_pairs_filter_and_report_missing_outputs(tmp_path):
     with pytest.raises(UserError, match="1 of 1 generated images"):
         match_files(_touch(tmp_path / "gen2", [f"{OTHER}_2_{TARGET}.png"]), truth, read_pairs(csv))
     (tmp_path / "bad.csv").write_text("source,target\na,b\n")
-    with pytest.raises(UserError, match="expected columns from,to"):
+    with pytest.raises(UserError, match="bad.csv, line 1: expected the header 'from,to'"):
         read_pairs(tmp_path / "bad.csv")
 
 

@@ -17,7 +17,6 @@ listed in one error.
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from dataclasses import dataclass, field
@@ -56,17 +55,10 @@ def _stem(name: str) -> str:
 
 
 def read_pairs(path: str | os.PathLike) -> list[tuple[str, str]]:
-    """Read a pairs CSV with header `from,to` into (from_stem, to_stem) tuples."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--pairs {path}: no such file; expected a CSV with header from,to")
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or not {"from", "to"} <= {f.strip() for f in reader.fieldnames}:
-            raise UserError(f"--pairs {path}: header is {reader.fieldnames}, expected columns from,to "
-                            "(as DeepFashion's fasion-resize-pairs-test.csv)")
-        rows = [{k.strip(): v for k, v in row.items() if k} for row in reader]
-    return [(_stem(row["from"]), _stem(row["to"])) for row in rows if row.get("from") and row.get("to")]
+    """A pairs CSV (header `from,to`; the one reader, data.formats.deepfashion.read_pairs) as (from_stem, to_stem)."""
+    from atelier.data.formats.deepfashion import read_pairs as read_pair_names
+
+    return [(_stem(source), _stem(target)) for source, target in read_pair_names(path)]
 
 
 def candidate_names(stem: str) -> list[tuple[str | None, str]]:
