@@ -149,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
     from atelier.methods.style.model import load_style_model
     from atelier.utils.images import make_grid
     from atelier.utils.io import save_image
+    from atelier.utils.kept import kept
 
     if not args.prompt:
         raise UserError("--prompt is required: the text to draw (include the LoRA's identifier, e.g. 'A Monet painting, ')")
@@ -162,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
                         "another folder")
     started = time.time()
     speed = speed_from_args(args, many=False)
-    components, _ = load_style_model(args.model, args.lora, args.lora_scale, speed=speed)
+    components, _ = kept(load_style_model, args.model, args.lora, args.lora_scale, speed=speed)
     out = generate(components, [args.prompt] * args.num_images, size_hw=size_hw(components, args.size), steps=args.steps,
                    guidance_scale=args.guidance_scale, negative_prompt=args.negative_prompt, seed=args.seed,
                    scheduler=args.scheduler)

@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from atelier.methods.unidllora.model import load_illustrator
     from atelier.methods.unidllora.sample import illustrate
     from atelier.methods.unidllora.uni_adapter import BRANCHES
+    from atelier.utils.kept import kept
 
     require_positive({"--batch-size": args.batch_size, "--steps": args.steps})
     check_numbers(args, ["guidance_scale", "adapter_scale"], shares=["strength"])
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     logger.info("illustrate: %d images (%d kept from earlier runs)", len(job.todo), job.kept)
     speed = speed_from_args(args, many=has_folder(args.inputs))
     if job.todo:
-        model = load_illustrator(args.checkpoint, args.model, lora_weights, _sketch_override(args.sketch), speed=speed)
+        model = kept(load_illustrator, args.checkpoint, args.model, lora_weights, _sketch_override(args.sketch), speed=speed)
 
         def convert(images, seeds):
             return illustrate(model, images, prompt=args.prompt, negative_prompt=args.negative_prompt, strength=args.strength,

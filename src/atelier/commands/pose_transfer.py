@@ -138,12 +138,13 @@ def _draw_test_set(args: argparse.Namespace, model, job: FolderJob, split) -> No
 
 def run(args: argparse.Namespace) -> int:
     from atelier.methods.cfld.model import load_pose_model
+    from atelier.utils.kept import kept
 
     _check_arguments(args)
     started = time.time()
     job, data = (_plan_test_set if args.test_set else _plan_single)(args, started)
     speed = speed_from_args(args, many=bool(args.test_set))
-    model = load_pose_model(args.checkpoint, args.base, speed=speed)
+    model = kept(load_pose_model, args.checkpoint, args.base, speed=speed)
     (_draw_test_set if args.test_set else _draw_single)(args, model, job, data)
     height, width = model.config.image_size
     job.finish(args, {"image_size": [height, width], "speed": asdict(speed)}, grid_name="preview/grid.png",

@@ -68,6 +68,7 @@ def default_prompt(lora: str | None) -> str:
 def run(args: argparse.Namespace) -> int:
     from atelier.diffusion.img2img import translate
     from atelier.methods.style.model import load_style_model
+    from atelier.utils.kept import kept
 
     require_positive({"--batch-size": args.batch_size, "--steps": args.steps})
     check_numbers(args, ["guidance_scale", "lora_scale", "image_cond_scale"], shares=["strength"])
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     if args.inversion:
         speed = replace(speed, fuse_lora=False)  # the inversion runs the base model: the LoRA must stay switchable
     if job.todo:
-        components, adapter = load_style_model(args.model, args.lora, args.lora_scale, args.image_adapter, speed=speed)
+        components, adapter = kept(load_style_model, args.model, args.lora, args.lora_scale, args.image_adapter, speed=speed)
 
         def convert(images, seeds):
             return translate(components, images, [prompt] * len(images), strength=args.strength, steps=args.steps,
