@@ -7,7 +7,7 @@ LOCK := requirements/lock.txt
 # torch first, from the local CPU wheel when there is one (pip's find-links), so no dependency pulls another torch.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test test-latest lint install install-dev lock bench clean
+.PHONY: demo test test-latest lint install install-dev lock bench clean app-screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,17 +37,17 @@ test-latest:
 	.venv-latest/bin/python -m pip install -q --upgrade pip
 	.venv-latest/bin/python -m pip install -q "$(TORCH_SPEC)" || .venv-latest/bin/python -m pip install -q "torch>=2.4"
 	.venv-latest/bin/python -c "import torch; print('torch==' + torch.__version__)" > .venv-latest/torch-pin.txt
-	.venv-latest/bin/python -m pip install -q --upgrade --upgrade-strategy eager -c .venv-latest/torch-pin.txt -e ".[dev]"
+	.venv-latest/bin/python -m pip install -q --upgrade --upgrade-strategy eager -c .venv-latest/torch-pin.txt -e ".[dev,app]"
 	.venv-latest/bin/python -m pip list --format=freeze | grep -iE '^(diffusers|transformers|peft|accelerate)=='
 	.venv-latest/bin/python -m pytest -p no:cacheprovider
 
-# Resolve pyproject's ranges (plus the dev extra) under requirements/lock-constraints.txt in a scratch venv and
+# Resolve pyproject's ranges (plus the dev and app extras) under requirements/lock-constraints.txt in a scratch venv and
 # freeze the result; torch is left out (it is the local wheel, installed first).
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python -m pip install -q --upgrade pip
 	.venv-lock/bin/python -m pip install -q "$(TORCH_SPEC)"
-	.venv-lock/bin/python -m pip install -q -c requirements/lock-constraints.txt ".[dev]"
+	.venv-lock/bin/python -m pip install -q -c requirements/lock-constraints.txt ".[dev,app]"
 	{ echo "# The tested dependency set: made by 'make lock' from pyproject.toml + requirements/lock-constraints.txt."; \
 	  echo "# torch is installed first from \$$(TORCH_SPEC) and is not listed."; \
 	  .venv-lock/bin/python -m pip freeze --exclude-editable | grep -viE '^(torch==|atelier[ =@])' ; } > $(LOCK).tmp
@@ -57,6 +57,11 @@ lock:
 SIZE ?= tiny
 bench: install-dev
 	$(BIN)/python -m bench --size $(SIZE)
+
+# One screenshot per tab of `atelier app` on the demo's models (run `make demo` first), for docs/app.md and the README.
+CHECKPOINTS ?= runs/demo
+app-screenshots: install
+	ATELIER_APP_CHECKPOINTS=$(CHECKPOINTS) ATELIER_APP_SCREENSHOTS=docs/images/app $(BIN)/python -m pytest tests/test_app_browser.py -k every_built_task
 
 clean:
 	rm -rf $(VENV) .venv-latest .venv-lock runs .pytest_cache

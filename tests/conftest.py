@@ -52,3 +52,28 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def app_runs(synth_root, tmp_path_factory):
+    """One tiny run of each task the web app shows (style LoRA, Uni-DlLoRA, CFLD), 2 steps each on the tiny model,
+    trained as `atelier train` does, under one folder as `atelier demo` leaves them under runs/demo."""
+    from pathlib import Path
+
+    from atelier.cli import main
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    root = tmp_path_factory.mktemp("app-runs") / "runs"
+    style = synth_root / "style"
+    quick = ["model.base=tiny", "train.max_steps=2", "train.batch_size=2", "train.sample_every=2", "sample.steps=2"]
+    runs = {
+        "style": ["tiny-style-lora.yaml", f"data.root={style / 'illustration'}", f"data.list_file={style / 'train.lst'}",
+                  "data.resolution=[48, 32]"],
+        "illustrate": ["tiny-dual-lora.yaml", f"data.real_root={style / 'photo'}", f"data.list_file={style / 'train.lst'}",
+                       f"data.illustration_root={style / 'illustration'}", "data.resolution=[48, 32]", "data.max_images=4",
+                       "sample.count=2"],
+        "pose": ["tiny-pose.yaml", f"data.root={synth_root / 'deepfashion'}"],
+    }
+    for name, (config, *overrides) in runs.items():
+        assert main(["train", str(configs / config), *quick, *overrides, "--out", str(root / name)]) == 0
+    return root

@@ -90,6 +90,10 @@ def synth(ws: Workspace, *extra: str) -> list[str]:
     return ["synth", "--identities", "2", "--poses-per-identity", "2", "--size", "40x64", *out, *extra]
 
 
+def app(ws: Workspace, *extra: str) -> list[str]:
+    """`atelier app` with a bad flag: each must be refused before the server starts (a row that passed would serve)."""
+    return ["app", "--workdir", str(ws.root / "work"), "--checkpoints", str(ws.root), *extra]
+
 
 def override(text: str, expected: list[str], name: str):
     """A row for one bad config override on `atelier train`: exit 2, naming `expected`."""
@@ -214,6 +218,16 @@ ROWS = [
                  id="synth-out-foreign-folder"),
     pytest.param(lambda ws: synth(ws, "--out", str(ws.synth_out)), 2, ["synthout", "--overwrite"],
                  id="synth-out-earlier-synth-output"),
+    # app: refused before anything is served
+    pytest.param(lambda ws: app(ws, "--port", "0"), 2, ["--port 0", "1..65535"], id="app-port-0"),
+    pytest.param(lambda ws: app(ws, "--port", "70000"), 2, ["--port 70000"], id="app-port-huge"),
+    pytest.param(lambda ws: app(ws, "--max-upload-mb", "0"), 2, ["--max-upload-mb 0"], id="app-upload-limit-0"),
+    pytest.param(lambda ws: app(ws, "--max-upload-mb", "nan"), 2, ["--max-upload-mb nan"], id="app-upload-limit-nan"),
+    pytest.param(lambda ws: app(ws, "--max-side", "10"), 2, ["--max-side 10", "at least 64"], id="app-max-side-small"),
+    pytest.param(lambda ws: app(ws, "--keep-models", "0"), 2, ["--keep-models 0"], id="app-keep-no-models"),
+    pytest.param(lambda ws: app(ws, "--workdir", str(ws.file)), 2, ["--workdir", "file.txt is a file"], id="app-workdir-is-file"),
+    pytest.param(lambda ws: app(ws, "--checkpoints", str(ws.file)), 2, ["--checkpoints", "file.txt", "a file"],
+                 id="app-checkpoints-is-file"),
 ]
 
 

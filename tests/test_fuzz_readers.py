@@ -29,6 +29,28 @@ FUZZ = settings(max_examples=60, deadline=None, database=None, derandomize=True,
                suppress_health_check=[HealthCheck.too_slow])
 YS = [10 * (i + 1) for i in range(18)]
 XS = [5 * (i + 1) for i in range(18)]
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _zip() -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:  # stored: edits reach the PNG inside too
+        archive.writestr("a/p0.png", _png())
+        archive.writestr("p1.png", _png())
+    return buffer.getvalue()
+
+
+PNG, ZIP = _png(), _zip()
 VALID = {
     "pairs": b"from,to\np0.png,p1.png\np1.png,p0.png\n",
     "annotation": f"name:keypoints_y:keypoints_x\np0.png:{json.dumps(YS)}:{json.dumps(XS)}\n".encode(),
@@ -173,3 +195,20 @@ def test_list_file(scratch: Path, data: bytes) -> None:
     images = [scratch / "p0.png", scratch / "p1.png"]
     chosen = result_or_user_error(lambda: select_listed(images, scratch / "train.lst"))
     assert chosen is None or set(chosen) <= set(images)
+
+
+@FUZZ
+@given(data=st.one_of(st.binary(max_size=300), mutated(PNG), mutated(ZIP)))
+def test_app_uploads(scratch: Path, data: bytes) -> None:
+    """What a browser uploads to the app: as an image, and as a zip of images (the Evaluate tab)."""
+    import shutil
+
+    from atelier.app.uploads import Limits, check_image_file, image_folder
+
+    (scratch / "upload.png").write_bytes(data)
+    (scratch / "upload.zip").write_bytes(data)
+    limits = Limits(max_bytes=10_000, max_side=64, max_unzipped_bytes=100_000)
+    result_or_user_error(lambda: check_image_file(scratch / "upload.png", "photo", "upload.png", limits))
+    shutil.rmtree(scratch / "unzipped", ignore_errors=True)
+    folder = result_or_user_error(lambda: image_folder([str(scratch / "upload.zip")], "images", scratch / "unzipped", limits))
+    assert folder is None or any(folder.iterdir())

@@ -1,0 +1,1 @@
+"""One module per tab: TITLE, TASK (the CLI command it runs) and build(ctx), plus the handler the tests call."""

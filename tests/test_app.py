@@ -1,0 +1,214 @@
+"""The web app without a browser: finding runs, checking uploads, keeping models, and each tab's handler running its
+command on tiny runs (the browser tests in test_app_browser.py drive the same handlers through the page)."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from atelier.app import checkpoints
+from atelier.app.jobs import AppContext, Workspace, flag, run_command
+from atelier.app.uploads import Limits, image_folder, image_upload, safe_name, text_upload
+from atelier.errors import UserError
+from atelier.utils import kept as kept_module
+from atelier.utils.kept import keep_models, kept, kept_count
+
+pytest.importorskip("gradio", reason="the app needs gradio (pip install 'atelier[app]'; make install has it)")
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def upload(path: Path, name: str | None = None) -> dict:
+    """What gradio hands a handler that runs with preprocess=False."""
+    return {"path": str(path), "orig_name": name or path.name, "meta": {"_type": "gradio.FileData"}}
+
+
+@pytest.fixture
+def ctx(app_runs, tmp_path):
+    return AppContext(Workspace(tmp_path / "work"), Limits(max_bytes=2**20, max_side=512), [app_runs],
+                      checkpoints.find_checkpoints([app_runs]))
+
+
+@pytest.fixture
+def keeping():
+    keep_models(4)
+    yield
+    keep_models(0)
+
+
+def test_runs_are_found_by_task_and_resolved_by_label_or_path(ctx, app_runs):
+    assert [(c.label, c.task) for c in ctx.checkpoints] == [("runs/illustrate", "dual-lora"), ("runs/pose", "pose"),
+                                                           ("runs/style", "style-lora")]
+    style = checkpoints.resolve("runs/style", "style-lora", ctx.checkpoints, ctx.roots)
+    assert style.path == app_runs / "style" / "final" and style.config["model"]["base"] == "tiny"
+    by_path = checkpoints.resolve(str(app_runs / "pose"), "pose", ctx.checkpoints, ctx.roots)  # the run folder works too
+    assert by_path.path == app_runs / "pose" / "final" and by_path.config["task"] == "pose"
+    with pytest.raises(UserError, match="is a pose run; this tab needs a style-lora run"):
+        checkpoints.resolve(str(app_runs / "pose"), "style-lora", ctx.checkpoints, ctx.roots)
+    with pytest.raises(UserError, match="no such folder"):
+        checkpoints.resolve(str(app_runs / "nowhere"), "pose", ctx.checkpoints, ctx.roots)
+    with pytest.raises(UserError, match=r"atelier demo --task illustrate"):
+        checkpoints.resolve("", "dual-lora", [], [Path("runs/demo")])
+
+
+def test_kept_models_load_once_until_the_path_changes(tmp_path, keeping):
+    calls = []
+
+    def load(path, scale=1.0):
+        calls.append((path, scale))
+        return object()
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    first = kept(load, str(folder), scale=1.0)
+    assert kept(load, str(folder), scale=1.0) is first and len(calls) == 1
+    assert kept(load, str(folder), scale=0.5) is not first and len(calls) == 2  # other arguments: another model
+    (folder / "new").write_text("retrained")  # the folder's mtime moves: load again
+    assert kept(load, str(folder), scale=1.0) is not first and len(calls) == 3
+    keep_models(2)
+    assert kept_count() == 2
+    keep_models(0)
+    kept(load, str(folder))
+    kept(load, str(folder))
+    assert len(calls) == 5 and kept_count() == 0  # the command line keeps nothing
+    assert kept_module._capacity == 0
+
+
+def test_uploads_are_checked_and_copied_under_safe_names(tmp_path):
+    limits = Limits(max_bytes=50_000, max_side=256, max_unzipped_bytes=200_000)
+    good = tmp_path / "a photo.png"
+    Image.new("RGB", (64, 96), (200, 10, 10)).save(good)
+    copied = image_upload(upload(good, "../../etc/a photo.png"), "photo", tmp_path / "in", limits)
+    assert copied == tmp_path / "in" / "a_photo.png" and Image.open(copied).size == (64, 96)
+    assert safe_name("..\\x/..hidden.png") == "hidden.png" and safe_name("///") == "upload"
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (300, 20)).save(wide)
+    noisy = tmp_path / "noise.bmp"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8)).save(noisy)
+    truncated = tmp_path / "cut.png"
+    truncated.write_bytes(good.read_bytes()[:60])
+    for path, message in ((text, r"photo notes.png: not an image; upload a .png"), (wide, "300x20 px is larger than 256"),
+                          (noisy, r"117.2 KB|0.1 MB is over the upload limit of 0.0476837 MB"), (truncated, "damaged")):
+        with pytest.raises(UserError, match=message):
+            image_upload(upload(path), "photo", tmp_path / "in", limits)
+    with pytest.raises(UserError, match="photo: no image uploaded"):
+        image_upload(None, "photo", tmp_path / "in", limits)
+    keypoints = tmp_path / "pose.txt"
+    keypoints.write_text("{}")
+    with pytest.raises(UserError, match=r"keypoint file pose.txt: expected a keypoint JSON \(.json\)"):
+        text_upload(upload(keypoints), "keypoint file", tmp_path / "in", limits, (".json",), "a keypoint JSON")
+    assert text_upload(None, "keypoint file", tmp_path / "in", limits, (".json",), "a keypoint JSON") is None
+
+
+def zip_of(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def png_bytes(size=(16, 16), colour=(0, 0, 0)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_image_folders_take_files_and_zips_and_refuse_clashes_and_bombs(tmp_path):
+    limits = Limits(max_bytes=50_000, max_side=256, max_unzipped_bytes=100_000)
+    loose = tmp_path / "c.png"
+    loose.write_bytes(png_bytes())
+    archive = zip_of(tmp_path / "set.zip", {"out/a.png": png_bytes(), "out/b.png": png_bytes(), "readme.txt": b"x",
+                                            "__MACOSX/._a.png": b"junk"})
+    folder = image_folder([upload(archive), upload(loose)], "generated images", tmp_path / "gen", limits)
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png", "b.png", "c.png"]
+    clash = zip_of(tmp_path / "clash.zip", {"x/a.png": png_bytes(), "y/a.png": png_bytes()})
+    with pytest.raises(UserError, match="are both named a.png"):
+        image_folder([upload(clash)], "generated images", tmp_path / "g2", limits)
+    bomb = zip_of(tmp_path / "bomb.zip", {f"{i}.png": bytes(60_000) for i in range(2)})  # tiny packed, 120 kB unpacked
+    with pytest.raises(UserError, match="unpacks to 0 MB, over the 0 MB limit|over the .* limit"):
+        image_folder([upload(bomb)], "generated images", tmp_path / "g3", limits)
+    fake = zip_of(tmp_path / "fake.zip", {"a.png": b"text, not a png"})
+    with pytest.raises(UserError, match=r"fake.zip:a.png: not an image"):
+        image_folder([upload(fake)], "ground-truth images", tmp_path / "g4", limits)
+    (tmp_path / "broken.zip").write_bytes(b"PK no zip")
+    with pytest.raises(UserError, match="not a readable .zip"):
+        image_folder([upload(tmp_path / "broken.zip")], "generated images", tmp_path / "g5", limits)
+    with pytest.raises(UserError, match="nothing uploaded"):
+        image_folder(None, "generated images", tmp_path / "g6", limits)
+
+
+def test_commands_run_in_process_and_report_errors_as_one_line(tmp_path):
+    assert flag("steps", 20.0) == ["--steps=20"] and flag("strength", 0.5) == ["--strength=0.5"] and flag("base", "") == []
+    with pytest.raises(UserError, match=r"INPUT .*missing.png not found"):
+        run_command(["translate", str(tmp_path / "missing.png"), "--model=tiny", f"--out={tmp_path / 'out'}"])
+    with pytest.raises(UserError, match="invalid choice"):
+        run_command(["evaluate", "--protocol=nope", f"--generated={tmp_path}", f"--out={tmp_path / 'r.json'}"])
+
+
+def test_translate_and_illustrate_handlers_write_what_the_cli_writes(ctx, synth_root, keeping):
+    from atelier.app.tabs.illustrate import illustrate
+    from atelier.app.tabs.translate import translate
+
+    photo = sorted((synth_root / "style" / "photo").glob("*.jpg"))[0]
+    result = translate(ctx, upload(photo), "runs/style", "", "", 0.5, True, True, 4, 3.0, 7, "", "", 0.3)
+    assert Image.open(result.image).size == (32, 48)  # the LoRA's training size, W x H
+    assert result.settings["command"] == "translate" and result.settings["options"]["seed"] == 7
+    assert result.settings["options"]["inversion"] and result.settings["prompt_used"] == "an illustration, "
+    assert {p.name for p in result.files} == {photo.with_suffix(".png").name, "grid.png", "settings.json"}
+    assert json.loads((result.image.parent / "settings.json").read_text()) == result.settings
+    again = translate(ctx, upload(photo), "runs/style", "", "", 0.5, True, True, 4, 3.0, 7, "", "", 0.3)
+    assert np.array_equal(np.asarray(Image.open(again.image)), np.asarray(Image.open(result.image)))  # same seed
+    assert again.image.parents[1] != result.image.parents[1]  # a fresh request folder each run
+    drawn = illustrate(ctx, upload(photo), "runs/illustrate", "", 0.0, 1.0, 0.7, 1.0, 0.7, 4, 5.0, 0, "")
+    assert Image.open(drawn.image).size == (32, 48)
+    assert drawn.settings["adapter_weights_used"] == [0.7, 0.3] and drawn.settings["lora_weights_used"]["illustration"] == 1.0
+    with pytest.raises(UserError, match="this tab needs a dual-lora run"):
+        illustrate(ctx, upload(photo), "runs/style", "", 0.0, 1.0, 0.5, 1.0, 0.7, 4, 5.0, 0, "")
+
+
+def test_pose_handler_takes_an_annotated_image_or_a_keypoint_file(ctx, synth_root, tmp_path, keeping):
+    from atelier.app.tabs.pose import pose_transfer, preview
+
+    images = sorted((synth_root / "deepfashion" / "test_highres").glob("*.jpg"))
+    skeleton = preview(ctx, "runs/pose", None, upload(images[1]), None)
+    assert skeleton.shape == (256, 176, 3) and skeleton.any()
+    assert preview(ctx, "runs/pose", None, None, None) is None
+    result = pose_transfer(ctx, upload(images[0]), None, upload(images[1]), None, "runs/pose", "", 2, "ddim", 2.0, 2.0, 0)
+    assert result.image.name == f"{images[0].stem}_2_{images[1].stem}.png" and Image.open(result.image).size == (64, 96)
+    written = json.loads(Path(result.settings["options"]["target_pose"]).read_text())
+    keypoints = tmp_path / "pose.json"
+    keypoints.write_text(json.dumps(written))
+    from_file = pose_transfer(ctx, upload(images[0]), upload(keypoints), None, None, "runs/pose", "", 2, "ddim", 2.0, 2.0, 0)
+    assert np.array_equal(np.asarray(Image.open(from_file.image)), np.asarray(Image.open(result.image)))
+    stranger = tmp_path / "stranger.png"
+    Image.new("RGB", (64, 96)).save(stranger)
+    with pytest.raises(UserError, match="stranger.png: no keypoints for it in fasion-resize-annotation-t"):
+        pose_transfer(ctx, upload(images[0]), None, upload(stranger), None, "runs/pose", "", 2, "ddim", 2.0, 2.0, 0)
+    keypoints.write_text(json.dumps({"keypoints_y": [1, 2]}))
+    with pytest.raises(UserError, match=r"^keypoint file pose.json: expected 18 joints in keypoints_y"):
+        preview(ctx, "runs/pose", upload(keypoints), None, None)
+
+
+@pytest.mark.usefixtures("isolated_cache")  # offline: LPIPS/FID are reported missing, SSIM/PSNR still scored
+def test_evaluate_handler_scores_uploaded_sets(ctx, synth_root, tmp_path):
+    from atelier.app.tabs.evaluate import evaluate
+
+    truth = sorted((synth_root / "deepfashion" / "test_highres").glob("*.jpg"))[:2]
+    generated = []
+    for path in truth:
+        image = np.asarray(Image.open(path)).astype(np.int16)
+        noisy = np.clip(image + np.random.default_rng(0).integers(-20, 20, image.shape), 0, 255).astype(np.uint8)
+        generated.append(tmp_path / path.name)
+        Image.fromarray(noisy).save(generated[-1])
+    archive = zip_of(tmp_path / "gt.zip", {path.name: path.read_bytes() for path in truth})
+    table, result = evaluate(ctx, [upload(p) for p in generated], [upload(archive)], None, "standard", None, "paired", False)
+    report = result.settings
+    assert report["counts"]["scored"] == 2 and 0 < report["metrics"]["ssim"] < 1 and report["metrics"]["psnr"] > 20
+    assert "| ssim |" in table and result.files[0].name == "report.json"
