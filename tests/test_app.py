@@ -212,3 +212,15 @@ def test_evaluate_handler_scores_uploaded_sets(ctx, synth_root, tmp_path):
     report = result.settings
     assert report["counts"]["scored"] == 2 and 0 < report["metrics"]["ssim"] < 1 and report["metrics"]["psnr"] > 20
     assert "| ssim |" in table and result.files[0].name == "report.json"
+
+
+def test_a_bug_in_a_handler_becomes_a_message_not_a_crash():
+    import gradio as gr
+
+    from atelier.app.tabs.common import guarded
+
+    with pytest.raises(gr.Error, match=r"internal error \(ZeroDivisionError: division by zero\); the server log"):
+        guarded(lambda: 1 / 0)()
+    with pytest.raises(gr.Error, match="photo: no image uploaded"):
+        guarded(lambda: image_upload(None, "photo", Path("."), Limits()))()
+    assert guarded(lambda value: value * 2)(21) == 42

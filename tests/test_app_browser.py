@@ -131,13 +131,14 @@ def open_tab(page, title: str) -> None:
 
 
 def test_every_built_task_has_a_tab_and_runs_in_the_browser(page, runs, tmp_path):
-    from atelier.app.tabs.translate import _examples, default_size
+    from atelier.app.tabs.common import example_images
+    from atelier.app.tabs.translate import default_size, photo_source
     from atelier.config import read_yaml
 
     assert page.get_by_role("tab").all_inner_texts() == TAB_TITLES
 
     style = config_of(runs, "translate")
-    photo = _examples(style.config)[0][0]
+    photo = example_images(*photo_source(style.config))[0]
     page.locator("#translate-photo input[type=file]").set_input_files(photo)
     page.click("#translate-run")
     assert output_size(page, "#translate-output") == tuple(map(int, default_size(style.config).split("x")))

@@ -52,6 +52,12 @@ def shown(result: Result) -> tuple[str | None, list[str], dict]:
     return (str(result.image) if result.image else None, [str(path) for path in result.files], result.settings)
 
 
+def bind_run(button: gr.Button, run: Callable[..., Result], inputs: list, outputs: tuple) -> None:
+    """Clicking `button` runs `run(*values of inputs)` (raw uploads: `preprocess=False`, the uploads module checks
+    them) and shows its Result in `outputs` (an outputs_column); errors show in the page."""
+    button.click(guarded(lambda *values: shown(run(*values))), inputs, list(outputs), preprocess=False)
+
+
 def guarded(handler: Callable[..., Any]) -> Callable[..., Any]:
     """`handler` with its errors shown in the page: a UserError's message as is, anything else as an internal error
     (logged with its traceback); the app keeps serving either way."""
@@ -73,14 +79,34 @@ def guarded(handler: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-def example_images(folder: Path | None, count: int = 4, list_file: Path | None = None) -> list[str]:
-    """The first `count` images of `folder` (those listed in `list_file` when given), for a tab's examples."""
+def example_images(folder: Path | None, list_file: Path | None = None, count: int = 4) -> list[str]:
+    """The first `count` images of `folder` (those listed in `list_file` when given), for a tab's examples; none when
+    the folder or list cannot be read (examples are a convenience: the tab works without them)."""
     from atelier.data.formats.captioned import list_images
+    from atelier.data.formats.lists import read_list
 
     if folder is None or not folder.is_dir():
         return []
     images = list_images(folder)
     if list_file is not None and list_file.is_file():
-        listed = {line.strip() for line in list_file.read_text(encoding="utf-8").splitlines() if line.strip()}
+        try:
+            listed = set(read_list(list_file))
+        except UserError as error:
+            logger.warning("app: no examples from %s (%s)", list_file, error)
+            return []
         images = [path for path in images if path.name in listed or path.stem in listed] or images
     return [str(path) for path in images[:count]]
+
+
+def held_out_list(data: dict[str, Any]) -> Path | None:
+    """The test.lst beside a run config's data.list_file (FashionSynth's held-out people), None without one."""
+    return Path(str(data["list_file"])).with_name("test.lst") if data.get("list_file") else None
+
+
+def photo_field(name: str, folder: Path | None, list_file: Path | None) -> gr.Image:
+    """The photo upload (elem_id NAME-photo) with the first held-out photos of `folder` as examples under it."""
+    photo = gr.Image(label="photo", type="filepath", sources=["upload"], elem_id=f"{name}-photo", height=320)
+    examples = example_images(folder, list_file=list_file)
+    if examples:
+        gr.Examples([[path] for path in examples], inputs=[photo], label="held-out FashionSynth photos")
+    return photo

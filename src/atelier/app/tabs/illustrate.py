@@ -34,17 +34,21 @@ def illustrate(ctx: AppContext, photo: Any, checkpoint: str, base: str, real_wei
 def build(ctx: AppContext) -> None:
     import gradio as gr
 
-    from atelier.app.tabs.common import checkpoint_picker, example_images, guarded, outputs_column, seed_row, shown
+    from atelier.app.tabs.common import (
+        bind_run,
+        checkpoint_picker,
+        held_out_list,
+        outputs_column,
+        photo_field,
+        seed_row,
+    )
 
     found = ctx.of_task(TASK)
     with gr.Row():
         with gr.Column():
-            photo = gr.Image(label="photo", type="filepath", sources=["upload"], elem_id="illustrate-photo", height=320)
             data = (found[0].config.get("data") or {}) if found else {}
-            list_file = Path(str(data["list_file"])).with_name("test.lst") if data.get("list_file") else None
-            examples = example_images(Path(str(data["real_root"])) if data.get("real_root") else None, list_file=list_file)
-            if examples:
-                gr.Examples([[path] for path in examples], inputs=[photo], label="held-out FashionSynth photos")
+            photo = photo_field("illustrate", Path(str(data["real_root"])) if data.get("real_root") else None,
+                                held_out_list(data))
             checkpoint = checkpoint_picker(ctx, TASK, "Uni-DlLoRA run or released checkpoint")
             with gr.Row():
                 real = gr.Slider(0, 1, value=0, step=0.05, label="real-domain LoRA weight")
@@ -64,8 +68,5 @@ def build(ctx: AppContext) -> None:
         with gr.Column():
             outputs = outputs_column("illustrate", "illustration")
 
-    def handler(*values):
-        return shown(illustrate(ctx, *values))
-
-    button.click(guarded(handler), [photo, checkpoint, base, real, illustration, rgb, adapter_scale, strength, steps,
-                                    guidance, seed, size], list(outputs), preprocess=False)
+    bind_run(button, lambda *values: illustrate(ctx, *values), [photo, checkpoint, base, real, illustration, rgb, adapter_scale, strength, steps,
+                                    guidance, seed, size], outputs)

@@ -98,7 +98,7 @@ def pose_transfer(ctx: AppContext, source: Any, pose_file: Any, target_image: An
 def build(ctx: AppContext) -> None:
     import gradio as gr
 
-    from atelier.app.tabs.common import checkpoint_picker, example_images, guarded, outputs_column, seed_row, shown
+    from atelier.app.tabs.common import bind_run, checkpoint_picker, example_images, guarded, outputs_column, seed_row
     from atelier.diffusion.sampling import SCHEDULERS
 
     found = ctx.of_task(TASK)
@@ -136,8 +136,5 @@ def build(ctx: AppContext) -> None:
     for widget in pose_inputs:
         widget.change(guarded(lambda *values: preview(ctx, *values)), pose_inputs, skeleton, preprocess=False)
 
-    def handler(*values):
-        return shown(pose_transfer(ctx, *values))
-
-    button.click(guarded(handler), [source, pose_file, target, annotations, checkpoint, base, steps, scheduler,
-                                    pose_scale, full_scale, seed], list(outputs), preprocess=False)
+    bind_run(button, lambda *values: pose_transfer(ctx, *values), [source, pose_file, target, annotations, checkpoint, base, steps, scheduler,
+                                    pose_scale, full_scale, seed], outputs)

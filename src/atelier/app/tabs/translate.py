@@ -48,15 +48,12 @@ def translate(ctx: AppContext, photo: Any, checkpoint: str, base: str, prompt: s
 def build(ctx: AppContext) -> None:
     import gradio as gr
 
-    from atelier.app.tabs.common import checkpoint_picker, guarded, outputs_column, seed_row, shown
+    from atelier.app.tabs.common import bind_run, checkpoint_picker, outputs_column, photo_field, seed_row
 
     found = ctx.of_task(TASK)
     with gr.Row():
         with gr.Column():
-            photo = gr.Image(label="photo", type="filepath", sources=["upload"], elem_id="translate-photo", height=320)
-            examples = _examples(found[0].config) if found else []
-            if examples:
-                gr.Examples(examples, inputs=[photo], label="held-out FashionSynth photos")
+            photo = photo_field("translate", *(photo_source(found[0].config) if found else (None, None)))
             checkpoint = checkpoint_picker(ctx, TASK, "style LoRA run")
             prompt = gr.Textbox(label="prompt", placeholder="default: the LoRA's identifier (e.g. 'an illustration, ')")
             with gr.Row():
@@ -76,18 +73,14 @@ def build(ctx: AppContext) -> None:
         with gr.Column():
             outputs = outputs_column("translate", "translation")
 
-    def handler(*values):
-        return shown(translate(ctx, *values))
-
-    button.click(guarded(handler), [photo, checkpoint, base, prompt, strength, inversion, restore, steps, guidance, seed,
-                                    size, adapter, cond_scale], list(outputs), preprocess=False)
+    bind_run(button, lambda *values: translate(ctx, *values), [photo, checkpoint, base, prompt, strength, inversion, restore, steps, guidance, seed,
+                                    size, adapter, cond_scale], outputs)
 
 
-def _examples(config: dict[str, Any]) -> list[list[str]]:
-    """Held-out photos of the data the LoRA trained on (FashionSynth's style/photo beside style/illustration)."""
-    from atelier.app.tabs.common import example_images
+def photo_source(config: dict[str, Any]) -> tuple[Path | None, Path | None]:
+    """(folder, list file) of the held-out photos of the data a style LoRA trained on: FashionSynth's style/photo
+    beside its style/illustration, and the test.lst beside its list file."""
+    from atelier.app.tabs.common import held_out_list
 
     data = config.get("data") or {}
-    root = Path(str(data.get("root", "")))
-    list_file = Path(str(data["list_file"])).with_name("test.lst") if data.get("list_file") else None
-    return [[path] for path in example_images(root.with_name("photo") if data.get("root") else None, list_file=list_file)]
+    return (Path(str(data["root"])).with_name("photo") if data.get("root") else None), held_out_list(data)
