@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from atelier.metrics.retrieval import fashiongen_retrieval, fashioniq_recall, recall_at_k
+from atelier.metrics.retrieval import fashiongen_batch_retrieval, fashiongen_retrieval, fashioniq_recall, recall_at_k
 
 
 def test_recall_at_k_by_hand():
@@ -32,3 +32,18 @@ def test_fashiongen_protocol_perfect_and_random_embeddings():
         "i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10", "mean"}
     chance = fashiongen_retrieval(embeddings, rng.normal(size=(400, 16)), groups, queries=200, negatives=100)
     assert chance["i2t_R@10"] < 30  # chance level is 10 / 101
+
+
+def test_fashiongen_val100_ranks_each_query_within_its_own_batch_only():
+    # one-hot products; text 1 points away from image 1 (towards image 3), text 7 is closer to image 2 than to image 7
+    images, texts = np.eye(12), np.eye(12)
+    texts[1] = images[3] - 0.5 * images[1]
+    texts[7] = images[2] + 0.5 * images[7]
+    batched = fashiongen_batch_retrieval(images, texts, batch=5)  # batches 0-4, 5-9, 10-11
+    assert batched["i2t_R@1"] == batched["t2i_R@1"] == pytest.approx(100 * 11 / 12)  # only product 1 misses
+    assert batched["i2t_R@5"] == batched["t2i_R@5"] == 100.0  # a batch holds at most 5
+    whole = fashiongen_batch_retrieval(images, texts, batch=12)  # image 2 now competes for text 7, and wins
+    assert whole["t2i_R@1"] == pytest.approx(100 * 10 / 12) and whole["i2t_R@1"] == pytest.approx(100 * 11 / 12)
+    assert fashiongen_batch_retrieval(images, images)["mean"] == 100.0
+    with pytest.raises(ValueError, match="one shape"):
+        fashiongen_batch_retrieval(images, images[:5])

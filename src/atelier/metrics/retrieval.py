@@ -7,6 +7,10 @@
 - FashionGen cross-modal retrieval, FAME-ViL protocol: 1,000 random queries, each ranked against 101 candidates
   (its positive and 100 negatives drawn from the same sub-category), R@1/5/10 for image->text and text->image,
   and the mean of the six numbers.
+- FashionGen "val100", what UniFashion's released code computes instead: the products in file order are cut into
+  batches of 100 (the last one may be shorter) and each query is ranked only against its own batch (positive
+  included), all categories mixed. Easier than FAME-ViL's same-sub-category negatives: label it, never compare the
+  two.
 """
 
 from __future__ import annotations
@@ -73,5 +77,27 @@ def fashiongen_retrieval(
     zero = torch.zeros(len(chosen), dtype=torch.long)
     result = {f"i2t_{k}": v for k, v in recall_at_k(image_to_text, zero).items()}
     result.update({f"t2i_{k}": v for k, v in recall_at_k(text_to_image, zero).items()})
+    result["mean"] = float(np.mean(list(result.values())))
+    return result
+
+
+def fashiongen_batch_retrieval(image_embeddings, text_embeddings, batch: int = 100) -> dict[str, float]:
+    """FashionGen "val100" (UniFashion's released evaluation): each product's image (text) ranked against the texts
+    (images) of its own batch of `batch` consecutive products; R@1/5/10 both ways over all queries, and their mean."""
+    images, texts = _normalise(image_embeddings), _normalise(text_embeddings)
+    if images.shape != texts.shape or images.ndim != 2:
+        raise ValueError(f"expected image and text embeddings of one shape (N, D), got {tuple(images.shape)} and "
+                         f"{tuple(texts.shape)}")
+    if batch < 1:
+        raise ValueError(f"batch {batch}: expected >= 1")
+    image_to_text, text_to_image = [], []
+    for start in range(0, len(images), batch):
+        similarity = images[start : start + batch] @ texts[start : start + batch].T
+        targets = torch.arange(similarity.shape[0])
+        image_to_text.append((similarity > similarity.gather(1, targets[:, None])).sum(dim=1))
+        text_to_image.append((similarity.T > similarity.T.gather(1, targets[:, None])).sum(dim=1))
+    result = {}
+    for name, ranks in (("i2t", torch.cat(image_to_text)), ("t2i", torch.cat(text_to_image))):
+        result.update({f"{name}_R@{k}": float((ranks < k).double().mean() * 100) for k in (1, 5, 10)})
     result["mean"] = float(np.mean(list(result.values())))
     return result
