@@ -27,7 +27,8 @@ H5_ERRORS = (OSError, RuntimeError, ValueError, KeyError, TypeError)
 
 def _reason(error: BaseException) -> str:
     """The first line of a library error, short enough for a one-line message."""
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
+    text = str(error.args[0] if error.args else "")  # args[0]: a KeyError's str() adds quotes
+    return (text.strip().splitlines() or [type(error).__name__])[0][:120]
 
 
 def _decode(value: bytes) -> str:
@@ -70,7 +71,7 @@ class FashionGenH5:
         import h5py
 
         try:
-            node = self._file.get(key)
+            node = self._file[key] if key in self._file.keys() else None
         except H5_ERRORS as error:
             raise UserError(f"{self.path}: key {key} could not be read ({_reason(error)}); the file is damaged") from None
         if node is not None and not isinstance(node, h5py.Dataset):
