@@ -17,6 +17,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 from atelier.data.formats.lists import missing_error
 from atelier.data.formats.text import parse_json, read_text
@@ -152,7 +153,8 @@ def image_path(root: str | os.PathLike, asin: str) -> Path:
                     "add the image or point the root at the FashionIQ folder")
 
 
-def load_fashioniq(root: str | os.PathLike, split: str, categories=CATEGORIES, check_images: bool = True) -> FashionIQSplit:
+def load_fashioniq(root: str | os.PathLike, split: str, categories: Iterable[str] = CATEGORIES,
+                   check_images: bool = True) -> FashionIQSplit:
     """The triplets and galleries of one split, for each of `categories`. UserError when a triplet's candidate or
     target is not in its category's gallery (naming the caption file, the entry and the ASIN), and, when
     check_images, when gallery images are missing from images/ (the first few named, the rest counted)."""
