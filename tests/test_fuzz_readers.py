@@ -2,7 +2,8 @@
 result or a UserError, nothing else (no UnicodeDecodeError, csv.Error, RecursionError, OverflowError, ...).
 
 Readers: the DeepFashion pairs CSV and annotation (keypoint) CSV, keypoint JSON files and annotation rows
-(--target-pose), captioned folders (metadata.jsonl and .txt sidecars), list files. A result is also checked for
+(--target-pose), captioned folders (metadata.jsonl and .txt sidecars), list files, and the retrieval benchmarks'
+files (FashionIQ caption and split JSON, Fashion200K label files, FashionGen HDF5). A result is also checked for
 form where there is one to check (keypoints: 18 finite (y, x) pairs), and a UserError for being one line. Each property
 runs 60 examples, drawn from a fixed seed (a failure reproduces; to explore further, raise max_examples or drop
 derandomize locally); no deadline, as the machine may be busy.
@@ -20,6 +21,9 @@ from hypothesis import strategies as st
 
 from atelier.data.formats.captioned import read_captioned_folder
 from atelier.data.formats.deepfashion import read_annotations, read_pairs
+from atelier.data.formats.fashion200k import read_labels
+from atelier.data.formats.fashiongen import FashionGenH5
+from atelier.data.formats.fashioniq import read_split, read_triplets
 from atelier.data.formats.lists import read_list, select_listed
 from atelier.data.pairs import keypoints_from_json, read_target_pose
 from atelier.errors import UserError
@@ -212,3 +216,70 @@ def test_app_uploads(scratch: Path, data: bytes) -> None:
     shutil.rmtree(scratch / "unzipped", ignore_errors=True)
     folder = result_or_user_error(lambda: image_folder([str(scratch / "upload.zip")], "images", scratch / "unzipped", limits))
     assert folder is None or any(folder.iterdir())
+
+
+RETRIEVAL = {
+    "fashioniq_captions": json.dumps([
+        {"target": "B008BHCT58", "candidate": "B003FGW7MK", "captions": ["is solid black", "is longer"]},
+        {"target": "B003FGW7MK", "candidate": "B008BHCT58", "captions": ["has a print", "is red"]}]).encode(),
+    "fashioniq_split": json.dumps(["B008BHCT58", "B003FGW7MK", "B00BZ8GPVO"]).encode(),
+    "fashion200k": b"women/dresses/a/51727804_0.jpeg\t0.82\tblack midi dress\nwomen/dresses/b/524_1.jpeg\t1\tred dress\n",
+}
+
+
+@FUZZ
+@given(data=file_bytes(RETRIEVAL["fashioniq_captions"]))
+def test_fashioniq_caption_file(scratch: Path, data: bytes) -> None:
+    (scratch / "captions").mkdir(exist_ok=True)
+    (scratch / "captions" / "cap.dress.val.json").write_bytes(data)
+    triplets = result_or_user_error(lambda: read_triplets(scratch, "dress", "val"))
+    for triplet in triplets or []:
+        assert triplet.candidate and triplet.target and len(triplet.captions) == 2
+        assert all(isinstance(caption, str) for caption in triplet.captions)
+
+
+@FUZZ
+@given(data=file_bytes(RETRIEVAL["fashioniq_split"]))
+def test_fashioniq_split_file(scratch: Path, data: bytes) -> None:
+    (scratch / "image_splits").mkdir(exist_ok=True)
+    (scratch / "image_splits" / "split.shirt.test.json").write_bytes(data)
+    gallery = result_or_user_error(lambda: read_split(scratch, "shirt", "test"))
+    assert gallery is None or (gallery and len(set(gallery)) == len(gallery) and all("/" not in a for a in gallery))
+
+
+@FUZZ
+@given(data=file_bytes(RETRIEVAL["fashion200k"]))
+def test_fashion200k_label_file(scratch: Path, data: bytes) -> None:
+    (scratch / "dress_train_detect_all.txt").write_bytes(data)
+    items = result_or_user_error(lambda: read_labels(scratch / "dress_train_detect_all.txt"))
+    for item in items or []:
+        assert item.path and item.caption and np.isfinite(item.score) and item.category == "dress"
+
+
+def _fashiongen_h5() -> bytes:
+    """A two-item FashionGen HDF5 file (4 x 4 images, strings as (N, 1) fixed-length bytes), as bytes."""
+    import tempfile
+
+    import h5py
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "fashiongen.h5"
+        with h5py.File(path, "w") as file:
+            file.create_dataset("input_image", data=np.full((2, 4, 4, 3), 7, np.uint8))
+            for key in ("input_description", "input_category", "input_productID"):
+                file.create_dataset(key, data=np.array([[b"a red dress"], [b"DRESSES"]]))
+        return path.read_bytes()
+
+
+@FUZZ
+@given(data=st.one_of(st.binary(max_size=300), mutated(_fashiongen_h5())))
+def test_fashiongen_h5(scratch: Path, data: bytes) -> None:
+    (scratch / "fashiongen.h5").write_bytes(data)
+
+    def read_all():
+        with FashionGenH5(scratch / "fashiongen.h5") as items:
+            return [(items.image(i).size, items.description(i), items.category(i), items.product_id(i))
+                    for i in range(len(items))]
+
+    rows = result_or_user_error(read_all)
+    assert rows is None or all(size[0] > 0 and all(isinstance(text, str) for text in texts) for size, *texts in rows)
