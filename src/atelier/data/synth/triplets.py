@@ -14,6 +14,7 @@ import numpy as np
 from atelier.data.synth.products import Product
 
 ATTRIBUTES = ("colour", "pattern", "cut")
+TARGETS_PER_CANDIDATE = 2  # FashionIQ uses an image in several triplets
 PATTERN_ADJECTIVES = {"stripes": "striped", "dots": "dotted", "checks": "checked"}
 
 
@@ -40,7 +41,7 @@ def _phrasings(attribute: str, old: Product, new: Product) -> tuple[str, str]:
         return "is plain", f"has no pattern instead of {old.pattern_phrase}"
     adjective = PATTERN_ADJECTIVES[new.garment.pattern]
     if old.garment.pattern == "solid":
-        return f"has {new.pattern_phrase}", f"is {adjective} with {new.pattern_phrase} instead of plain"
+        return f"has {new.pattern_phrase}", f"is {adjective} instead of plain"
     return f"has {new.pattern_phrase}", f"has {new.pattern_phrase} instead of {old.pattern_phrase}"
 
 
@@ -55,16 +56,16 @@ def relative_captions(candidate: Product, target: Product) -> tuple[str, str]:
 
 
 def make_triplets(gallery: list[Product], rng: np.random.Generator) -> list[dict]:
-    """One triplet per gallery product that has a partner differing in one or two attributes: the target is drawn
-    from those partners. Returns dicts with candidate, target (ASINs), captions and changed attributes."""
+    """Up to TARGETS_PER_CANDIDATE triplets per gallery product, the targets drawn (without repeats) from the products
+    that differ from it in one or two attributes. Returns dicts with candidate, target (ASINs), captions and the
+    changed attributes."""
     triplets = []
     for candidate in gallery:
         partners = [p for p in gallery if 1 <= len(changed_attributes(candidate, p)) <= 2]
-        if not partners:
-            continue
-        target = partners[int(rng.integers(len(partners)))]
-        triplets.append({
-            "candidate": candidate.asin, "target": target.asin,
-            "captions": list(relative_captions(candidate, target)), "changed": changed_attributes(candidate, target),
-        })  # fmt: skip
+        chosen = rng.permutation(len(partners))[:TARGETS_PER_CANDIDATE]
+        for target in (partners[int(i)] for i in chosen):
+            triplets.append({
+                "candidate": candidate.asin, "target": target.asin,
+                "captions": list(relative_captions(candidate, target)), "changed": changed_attributes(candidate, target),
+            })  # fmt: skip
     return triplets
