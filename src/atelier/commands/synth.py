@@ -1,4 +1,5 @@
-"""`atelier synth`: write a FashionSynth dataset (DeepFashion layout, photo/illustration style folders, labels)."""
+"""`atelier synth`: write a FashionSynth dataset (DeepFashion layout, photo/illustration style folders, labels) and,
+with --retrieval, its garments as products in the FashionIQ and FashionGen layouts."""
 
 from __future__ import annotations
 
@@ -9,6 +10,14 @@ EPILOG = """examples:
   atelier synth --out runs/fashionsynth
   atelier synth --out runs/fs-small --identities 10 --poses-per-identity 3 --size 88x128
   atelier synth --out runs/fashionsynth --seed 1 --test-fraction 0.25 --overwrite
+  atelier synth --out runs/fs-retrieval --retrieval                 # also OUT/retrieval/ (products, FashionIQ, FashionGen)
+  atelier synth --out runs/fs-retrieval --retrieval --retrieval-size 128x128
+
+--retrieval writes OUT/retrieval/: products/<asin>.png (each garment alone on white), fashioniq/ (images,
+image_splits, captions with triplets and cap.{cat}.{split}.caption.json absolute captions), fashiongen/
+fashiongen_256_256_{train,validation}.h5 and retrieval.json (every product's attributes and every triplet's answer).
+Dresses are FashionIQ `dress`, long-sleeved tops `shirt`, short-sleeved tops `toptee`; held-out identities are
+split between FashionIQ val and test (FashionGen validation), so it needs at least 2 of them.
 """
 
 
@@ -19,7 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="generate a FashionSynth dataset (procedural fashion photos with every label known)",
         description=(
             "Render procedural people in many poses as photos and illustrations, written in the real layouts: "
-            "DeepFashion/CFLD (images, lists, pairs and keypoint CSVs), captioned style folders and label maps."
+            "DeepFashion/CFLD (images, lists, pairs and keypoint CSVs), captioned style folders and label maps; with "
+            "--retrieval also product photos in the FashionIQ and FashionGen retrieval layouts."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -30,6 +40,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--size", default="176x256", metavar="WxH", help="image size (default 176x256)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     parser.add_argument("--test-fraction", type=float, default=0.2, metavar="F", help="share of identities held out for test (default 0.2)")
+    parser.add_argument("--retrieval", action="store_true", help="also write OUT/retrieval/: products in the FashionIQ and FashionGen layouts")
+    parser.add_argument("--retrieval-size", default="256x256", metavar="WxH", help="product image size for --retrieval (default 256x256)")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     parser.set_defaults(func=run)
     return parser
@@ -38,10 +50,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 MAX_IDENTITIES = 100_000  # a stated bound: more is hours of rendering and tens of GB, surely a typo
 
 
-def check_flags(args: argparse.Namespace) -> tuple[int, int]:
-    """The flags synthesize does not check itself (upper bounds, the seed) and the output folder; returns --size as
-    (W, H). Runs before anything is rendered."""
+def check_flags(args: argparse.Namespace) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The flags synthesize does not check itself (upper bounds, the seed, --retrieval's splits) and the output folder;
+    returns --size and --retrieval-size as (W, H). Runs before anything is rendered."""
     from atelier.config import MAX_IMAGE_SIDE
+    from atelier.data.synth.retrieval import retrieval_splits
     from atelier.data.transforms import parse_size
     from atelier.errors import UserError
     from atelier.utils.outputs import check_folder_path, check_overwritable
@@ -49,22 +62,26 @@ def check_flags(args: argparse.Namespace) -> tuple[int, int]:
     size = parse_size(args.size, "--size")
     if max(size) > MAX_IMAGE_SIDE:
         raise UserError(f"--size {args.size}: each side must be at most {MAX_IMAGE_SIDE} px, e.g. 176x256")
+    retrieval_size = parse_size(args.retrieval_size, "--retrieval-size", minimum=32, maximum=MAX_IMAGE_SIDE)
     if args.identities > MAX_IDENTITIES:
         raise UserError(f"--identities {args.identities}: expected at most {MAX_IDENTITIES:,} people")
     if args.seed < 0:
         raise UserError(f"--seed {args.seed}: expected an integer >= 0")
+    if args.retrieval:
+        retrieval_splits(args.identities, args.seed, args.test_fraction)
     check_folder_path(args.out, "--out")
     if not (args.out / "fashionsynth.json").is_file():  # FashionSynth folders made before markers are synth outputs
         check_overwritable(args.out, "synth")
-    return size
+    return size, retrieval_size
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check the flags, call synthesize and print a one-paragraph summary; mark the folder as a synth output."""
-    from atelier.data.synth import synthesize
+    """Check the flags, call synthesize (and write_retrieval with --retrieval) and print a one-paragraph summary; mark
+    the folder as a synth output."""
+    from atelier.data.synth import synthesize, write_retrieval
     from atelier.utils.outputs import write_marker
 
-    size = check_flags(args)
+    size, retrieval_size = check_flags(args)
     summary = synthesize(
         args.out,
         identities=args.identities,
@@ -83,4 +100,15 @@ def run(args: argparse.Namespace) -> int:
         f"{summary.deepfashion}, photo and illustration style folders in {summary.style}, parse maps, garment masks "
         f"and attributes in {summary.labels}."
     )
+    if args.retrieval:
+        found = write_retrieval(args.out / "retrieval", args.identities, retrieval_size, args.seed, args.test_fraction,
+                                overwrite=True)
+        products, triplets = found.images, found.triplets
+        print(
+            f"Retrieval: {sum(products.values())} products ({products['train']} train, {products['val']} val, "
+            f"{products['test']} test) at {retrieval_size[0]}x{retrieval_size[1]} in {found.seconds:.1f} s: FashionIQ "
+            f"layout with {triplets['train']} train, {triplets['val']} val and {triplets['test']} test triplets in "
+            f"{found.fashioniq}, FashionGen train/validation HDF5 in {found.fashiongen}, ground truth in "
+            f"{found.out / 'retrieval.json'}."
+        )
     return 0

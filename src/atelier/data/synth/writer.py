@@ -37,7 +37,7 @@ from atelier.utils.progress import progress
 logger = logging.getLogger(__name__)
 
 FASHIONSYNTH_VERSION = 1
-OWNED = ("deepfashion", "style", "labels", "fashionsynth.json")
+OWNED = ("deepfashion", "style", "labels", "fashionsynth.json", "retrieval")  # retrieval/: `atelier synth --retrieval`
 SPLITS = ("train", "test")
 
 
@@ -111,6 +111,11 @@ def _check_arguments(identities: int, poses_per_identity: int, size: tuple[int, 
     return n_test
 
 
+def held_out_identities(identities: int, seed: int, n_test: int) -> list[int]:
+    """The numbers (1-based) of the `n_test` identities held out for test, in the seed's draw order."""
+    return (np.random.default_rng([seed, 0]).permutation(identities)[:n_test] + 1).tolist()
+
+
 def _write_split_files(out: Path, split: str, records: list[dict], poses: int) -> int:
     """Write the split's lists, pairs and keypoint CSVs; return the number of pairs."""
     names = [r["name"] for r in records]
@@ -162,7 +167,7 @@ def synthesize(
             shutil.rmtree(target)
         elif target.exists():
             target.unlink()
-    test_ids = set((np.random.default_rng([seed, 0]).permutation(identities)[:n_test] + 1).tolist())
+    test_ids = set(held_out_identities(identities, seed, n_test))
     splits = {number: "test" if number in test_ids else "train" for number in range(1, identities + 1)}
     workers = workers or (min(2, os.cpu_count() or 1) if identities >= 4 else 1)
     jobs = [(number, seed, poses_per_identity, size, splits[number], str(out)) for number in range(1, identities + 1)]
