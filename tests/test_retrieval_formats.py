@@ -148,8 +148,7 @@ def test_read_split(tmp_path):
     with pytest.raises(UserError, match=re.escape(f"{path} entry [1] is an object; expected an image ASIN")):
         read_split(tmp_path, "toptee", "train")
     _write_json(path, [])
-    with pytest.raises(UserError, match="the list is empty; expected the image ASINs of the toptee train gallery"):
-        read_split(tmp_path, "toptee", "train")
+    assert read_split(tmp_path, "toptee", "train") == []  # an empty gallery (small FashionSynth draws have them)
 
 
 def test_read_caption_file(tmp_path):

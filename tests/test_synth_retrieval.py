@@ -180,3 +180,23 @@ def test_atelier_synth_retrieval_end_to_end(tmp_path, capsys):
     assert "--retrieval needs" in capsys.readouterr().err and not (tmp_path / "few").exists()
     assert main(["synth", "--out", str(tmp_path / "bad"), "--retrieval-size", "20x20"]) == 2
     assert "--retrieval-size" in capsys.readouterr().err
+
+
+def test_the_readers_read_what_fashionsynth_writes(tmp_path):
+    """The retrieval readers (data.formats) accept every file FashionSynth writes, and agree with retrieval.json."""
+    from atelier.data.formats.fashiongen import FashionGenH5
+    from atelier.data.formats.fashioniq import CATEGORIES, load_fashioniq
+    from atelier.data.synth import write_retrieval
+
+    write_retrieval(tmp_path, identities=14, size=(64, 64), seed=1)
+    truth = json.loads((tmp_path / "retrieval.json").read_text())
+    for split in ("train", "val", "test"):
+        loaded = load_fashioniq(tmp_path / "fashioniq", split)
+        assert set(loaded.triplets) == set(CATEGORIES)
+        for category, triplets in loaded.triplets.items():
+            gallery = set(loaded.galleries[category])
+            assert all(t.candidate in gallery and (t.target in gallery or split == "test") for t in triplets)
+    for name in ("train", "validation"):
+        with FashionGenH5(tmp_path / "fashiongen" / f"fashiongen_256_256_{name}.h5") as products:
+            assert len(products) > 0 and products.image(0).size == (64, 64)
+            assert products.product_id(0) in json.dumps(truth)

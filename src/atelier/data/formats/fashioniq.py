@@ -132,12 +132,11 @@ def read_triplets(root: str | os.PathLike, category: str, split: str) -> list[Tr
 
 
 def read_split(root: str | os.PathLike, category: str, split: str) -> list[str]:
-    """The gallery ASINs of `image_splits/split.{category}.{split}.json`, in file order, a repeated ASIN kept once.
-    UserError naming the file (and the entry) for anything but a non-empty JSON list of ASINs."""
+    """The gallery ASINs of `image_splits/split.{category}.{split}.json`, in file order, a repeated ASIN kept once
+    (an empty list is an empty gallery: a small FashionSynth draw can leave a category without images in a split).
+    UserError naming the file (and the entry) for anything but a JSON list of ASINs."""
     path = split_file(root, category, split)
     entries = _json_list(path, "FashionIQ split file", "a JSON list of image ASINs")
-    if not entries:
-        raise UserError(f"{path}: the list is empty; expected the image ASINs of the {category} {split} gallery")
     return list(dict.fromkeys(_asin(entry, f"{path} entry [{index}]") for index, entry in enumerate(entries)))
 
 
