@@ -5,6 +5,7 @@ import torch
 from safetensors.torch import load_file
 
 from atelier.config import ModelConfig, TrainConfig
+from atelier.errors import UserError
 from atelier.training.loop import batch_indices, learning_rate, total_steps, train
 from atelier.training.losses import DiffusionLossConfig, sample_timesteps
 from atelier.training.tasks.text2img import CaptionedDataConfig, SampleConfig, Text2ImgConfig, Text2ImgTask
@@ -25,6 +26,22 @@ def test_learning_rate_schedules():
     step = TrainConfig(lr=1.0, lr_schedule="step", lr_step_every=10, lr_step_gamma=0.1)
     assert learning_rate(step, 25, 100) == pytest.approx(0.01)
     assert total_steps(TrainConfig(epochs=2, batch_size=4, gradient_accumulation=2), 17) == 6
+
+
+@pytest.mark.parametrize("total", [10, 97, 100])
+def test_onecycle_is_torchs_one_cycle_step_for_step(total):
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([parameter], lr=3e-4)
+    reference = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-4, total_steps=total)
+    expected = []
+    for _ in range(total):
+        expected.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        reference.step() if len(expected) < total else None
+    cfg = TrainConfig(lr=3e-4, lr_schedule="onecycle")
+    assert [learning_rate(cfg, step, total) for step in range(total)] == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    with pytest.raises(UserError, match="warmup_steps"):
+        TrainConfig(lr_schedule="onecycle", warmup_steps=10).validate()
 
 
 def test_train_strength_bounds_sampled_timesteps():

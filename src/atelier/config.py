@@ -59,7 +59,7 @@ class TrainConfig:
     batch_size: int = 8
     gradient_accumulation: int = 1
     lr: float = 1e-4
-    lr_schedule: Literal["constant", "cosine", "linear", "step"] = "constant"
+    lr_schedule: Literal["constant", "cosine", "linear", "step", "onecycle"] = "constant"
     warmup_steps: int = 0
     lr_step_every: int = 1000  # "step" schedule: multiply by lr_step_gamma every this many steps
     lr_step_gamma: float = 0.5
@@ -92,6 +92,8 @@ class TrainConfig:
         require(self.sample_every is None or self.sample_every >= 1, f"{where}.sample_every", "an integer >= 1 or null",
                 self.sample_every)
         require(self.warmup_steps >= 0, f"{where}.warmup_steps", "an integer >= 0", self.warmup_steps)
+        require(self.lr_schedule != "onecycle" or self.warmup_steps == 0, f"{where}.warmup_steps",
+                "0 with lr_schedule onecycle (its first 30% of steps are the warm-up)", self.warmup_steps)
         require(self.seed >= 0, f"{where}.seed", "an integer >= 0", self.seed)
         require(self.lr > 0, f"{where}.lr", "a learning rate > 0, e.g. 1e-4", self.lr)
         require(self.lr_step_gamma > 0, f"{where}.lr_step_gamma", "a factor > 0, e.g. 0.5", self.lr_step_gamma)

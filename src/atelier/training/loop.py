@@ -76,7 +76,14 @@ class TrainResult:
 
 
 def learning_rate(cfg: TrainConfig, step: int, total: int) -> float:
-    """Learning rate at optimizer step `step` (0-based): linear warm-up, then the configured schedule."""
+    """Learning rate at optimizer step `step` (0-based): linear warm-up, then the configured schedule. `onecycle` is
+    torch's OneCycleLR with its defaults (cosine from lr/25 up to lr over the first 30% of the steps, then down to
+    lr/25e4), step for step; the learning rate only: torch also cycles Adam's beta1 by default, atelier keeps betas fixed."""
+    if cfg.lr_schedule == "onecycle":
+        start, peak_step = cfg.lr / 25, 0.3 * total - 1
+        if step <= peak_step:
+            return _cosine_between(start, cfg.lr, step / max(peak_step, 1e-12))
+        return _cosine_between(cfg.lr, start / 1e4, (step - peak_step) / max(total - 1 - peak_step, 1e-12))
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress_fraction = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
@@ -87,6 +94,11 @@ def learning_rate(cfg: TrainConfig, step: int, total: int) -> float:
     if cfg.lr_schedule == "step":
         return cfg.lr * cfg.lr_step_gamma ** ((step - cfg.warmup_steps) // cfg.lr_step_every)
     return cfg.lr
+
+
+def _cosine_between(start: float, end: float, fraction: float) -> float:
+    """From `start` (fraction 0) to `end` (fraction 1) along half a cosine."""
+    return end + (start - end) / 2 * (math.cos(math.pi * min(fraction, 1.0)) + 1)
 
 
 def batch_indices(num_examples: int, batch_size: int, micro_step: int, seed: int) -> list[int]:
