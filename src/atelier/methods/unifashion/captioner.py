@@ -30,7 +30,11 @@ def end_token_id(tokenizer) -> int:
 
 def encode_captions(tokenizer, captions: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask), each (len(captions), L): each caption's words (no start token: the soft prompt
-    comes first) then the end token, cut to `max_length` tokens with the end kept, padded on the right."""
+    comes first) then the end token, cut to `max_length` tokens with the end kept, padded on the right. Refuses no
+    captions and max_length < 1."""
+    if not captions or max_length < 1:
+        raise UserError(f"captions to encode: got {len(captions)} with max_length {max_length}; expected at least one "
+                        "caption and max_length >= 1")
     end = end_token_id(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end
     rows = [tokenizer(caption, add_special_tokens=False)["input_ids"][: max_length - 1] + [end] for caption in captions]

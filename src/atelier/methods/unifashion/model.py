@@ -179,7 +179,7 @@ class RetrievalModel(nn.Module):
             raise UserError(f"BLIP-2 folder {folder}: its Q-Former has no text layers (qformer_config."
                             "use_qformer_text_input is false), so it cannot encode text; pass an image-text retrieval "
                             "checkpoint such as Salesforce/blip2-itm-vit-g")
-        has_tokenizer = any((folder / name).is_file() for name in TOKENIZER_FILES[1:])
+        has_tokenizer = any((folder / name).is_file() for name in TOKENIZER_FILES)
         tokenizer = load_tokenizer(folder) if has_tokenizer else None
         return cls(RetrievalModelConfig.from_blip2(blip2.config), tokenizer, blip2=blip2)
 
