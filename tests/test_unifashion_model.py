@@ -105,13 +105,15 @@ def test_config_sizes_tiny_and_refusals(tokenizer):
 
 
 def test_preprocess_uses_clip_normalisation_and_the_model_refuses_other_sizes(tokenizer, pixels):
+    from transformers import BlipImageProcessorPil
+
     assert pixels.shape == (8, 3, 64, 64)
     red = torch.tensor([220, 30, 30]) / 255
     expected = (red - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
     assert torch.allclose(pixels[0, :, 10, 20], expected, atol=1e-5)
-    gradient = Image.linear_gradient("L").convert("RGB")  # bicubic: a smooth ramp stays monotonic
-    column = preprocess([gradient], 32)[0, 0, :, 16]
-    assert (column[1:] >= column[:-1]).all()
+    photo = Image.radial_gradient("L").convert("RGB").resize((90, 70))  # not square, not 64: resized bicubic
+    blip = BlipImageProcessorPil(size={"height": 64, "width": 64})(images=[photo], return_tensors="pt")["pixel_values"]
+    assert torch.allclose(preprocess([photo], 64), torch.as_tensor(blip), atol=1e-5)  # BLIP-2's processor
     with pytest.raises(UserError, match="no images"):
         preprocess([], 64)
     with pytest.raises(UserError, match=r"takes \(B, 3, 64, 64\)"):

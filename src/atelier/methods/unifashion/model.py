@@ -125,13 +125,12 @@ def similarity(image_feats: torch.Tensor, text_feats: torch.Tensor) -> torch.Ten
 def preprocess(images: list, size: int) -> torch.Tensor:
     """(B, 3, size, size) float pixels of PIL images as BLIP-2's processor makes them: RGB, bicubic resize to
     size x size, scaled to [0, 1], normalised with CLIP's mean and std. Refuses an empty list."""
-    from PIL import Image
+    from atelier.data.transforms import resize_image
+    from atelier.utils.images import pil_to_tensor
 
     if not images:
         raise UserError("no images to preprocess: pass at least one image")
-    arrays = [torch.frombuffer(bytearray(image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC).tobytes()),
-                               dtype=torch.uint8).view(size, size, 3) for image in images]
-    pixels = torch.stack(arrays).permute(0, 3, 1, 2).float() / 255
+    pixels = (torch.stack([pil_to_tensor(resize_image(image.convert("RGB"), (size, size))) for image in images]) + 1) / 2
     return (pixels - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
 
 
