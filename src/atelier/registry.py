@@ -16,6 +16,7 @@ from atelier.methods.cfld.train import PoseConfig, PoseTask
 from atelier.methods.style.train import StyleLoraConfig, StyleLoraTask
 from atelier.methods.style.train_adapter import ImageAdapterConfig, ImageAdapterTask
 from atelier.methods.unidllora.train import DualLoraConfig, DualLoraTask
+from atelier.methods.unifashion.train import RetrievalConfig, RetrievalTask
 from atelier.training.recipe import BaseRecipeConfig, run_recipe
 from atelier.training.tasks.autoencoder import AutoencoderConfig, AutoencoderTask
 from atelier.training.tasks.text2img import Text2ImgConfig, Text2ImgTask
@@ -27,6 +28,7 @@ TASKS: dict[str, tuple[type, type]] = {
     "image-adapter": (ImageAdapterConfig, ImageAdapterTask),
     "pose": (PoseConfig, PoseTask),
     "dual-lora": (DualLoraConfig, DualLoraTask),
+    "retrieval": (RetrievalConfig, RetrievalTask),
 }
 
 # Multi-stage recipes: `atelier train` runs the function (config, run folder) instead of one task's loop.
