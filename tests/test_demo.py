@@ -13,7 +13,7 @@ from tests.helpers import run_command
 
 pytestmark = pytest.mark.usefixtures("isolated_cache", "one_thread")
 
-STAGES = ("base", "style", "pose", "illustrate")
+STAGES = ("base", "style", "pose", "illustrate", "retrieval")
 
 
 def test_fast_demo_reports_every_stage(tmp_path):
@@ -45,7 +45,8 @@ def test_fast_demo_reports_every_stage(tmp_path):
     assert len(verdicts) == lines
     for claim, margin, end in verdicts:  # every single test shows its interval and sign test beside the verdict
         assert end == "<ul" or ("95% CI" in margin and " p=" in margin), claim
-    for image in ("base/heldout_grid.png", "style/translations.png", "pose/test_grid.png", "illustrate/comparison.png"):
+    for image in ("base/heldout_grid.png", "style/translations.png", "pose/test_grid.png", "illustrate/comparison.png",
+                  "retrieval/composed_grid.png"):
         assert f"<img src='{image}'>" in page and (out / image).is_file(), image
     rows = [row["images"] for row in numbers["illustrate"]["tables"][0]["rows"]]
     assert f"style LoRA translation (SDEdit {TRANSLATE['strength']}, prompt)" in rows  # the label is the strength run
@@ -91,6 +92,11 @@ def test_full_demo_settings_are_unchanged(tmp_path):
     assert steps == [(2000, 4), (700, 16), (60, 16), (150, 8), (100, 8)]
     assert (lora.sample.steps, pose.sample.steps, dual.sample.count, dual.sample.steps) == (20, 6, 4, 20)
     assert DEMO_DATA == {"identities": 48, "poses_per_identity": 4, "size": (176, 256), "seed": 0, "test_fraction": 0.2}
+    from atelier.demo import retrieval
+
+    pretrain, composed = retrieval.retrieval_configs(ctx, Path("data"), Path("pretrain"))
+    assert [(cfg.train.max_steps, cfg.train.batch_size) for cfg in (pretrain, composed)] == [(300, 16), (300, 16)]
+    assert retrieval.DATA == {"identities": 320, "size": (64, 64), "seed": 5, "test_fraction": 0.2}
 
 
 def test_missed_base_targets_are_named_with_their_numbers_and_why():

@@ -19,9 +19,10 @@ def _stages() -> dict[str, Callable[[DemoContext], StageResult]]:
     from atelier.demo.base import run_base
     from atelier.demo.illustrate import run_illustrate
     from atelier.demo.pose import run_pose
+    from atelier.demo.retrieval import run_retrieval
     from atelier.demo.style import run_style
 
-    return {"base": run_base, "style": run_style, "pose": run_pose, "illustrate": run_illustrate}
+    return {"base": run_base, "style": run_style, "pose": run_pose, "illustrate": run_illustrate, "retrieval": run_retrieval}
 
 
 def task_names() -> list[str]:
