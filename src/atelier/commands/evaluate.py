@@ -98,11 +98,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _required(args: argparse.Namespace, flags: tuple[str, ...]) -> None:
+    """UserError naming the first of a protocol's required flags that was not given."""
     from atelier.errors import UserError
 
     for flag in flags:
         if getattr(args, flag.lstrip("-").replace("-", "_")) is None:
-            raise UserError(f"--protocol {args.protocol} needs {flag} ({' '.join(flags)})")
+            both = f" (it takes {' and '.join(flags)})" if len(flags) > 1 else ""
+            raise UserError(f"--protocol {args.protocol} needs {flag}{both}")
 
 
 def _report(args: argparse.Namespace) -> dict:
