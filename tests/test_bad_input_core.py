@@ -58,6 +58,11 @@ class Workspace:
         self.gt = self.folder("gt", {})
         Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8)).save(self.gt / "a.png")
         self.temp_only = self.folder("tmponly", {".a.png.1a2b3c4d.tmp.png": "half an image"})
+        self.retrieval_run = self.folder("retrievalrun", {"final/retrieval.yaml": "image_size: 64\n"})
+        self.write("refs.json", json.dumps({"B001": ["a red dress"], "B002": "a blue shirt"}))
+        self.write("gen_list.json", json.dumps(["a red dress"]))
+        self.write("gen_numbers.json", json.dumps({"B001": 7}))
+        self.write("gen_stray.json", json.dumps({"B001.png": "a dress", "C1": "x", "C2": "y"}))
 
     def write(self, name: str, content: str | bytes) -> Path:
         path = self.root / name
@@ -83,6 +88,15 @@ def train(ws: Workspace, *extra: str) -> list[str]:
 def evaluate(ws: Workspace, *extra: str) -> list[str]:
     out = ["--out", str(ws.root / "r.json")] if "--out" not in extra else []
     return ["evaluate", "--protocol", "standard", "--generated", str(ws.gt), "--ground-truth", str(ws.gt), *out, *extra]
+
+
+def scored(ws: Workspace, protocol: str, *extra: str) -> list[str]:
+    """`atelier evaluate` of a retrieval model or of captions (no images): the protocol and its own flags."""
+    return ["evaluate", "--protocol", protocol, "--out", str(ws.root / "r.json"), *extra]
+
+
+def captions(ws: Workspace, generated: str) -> list[str]:
+    return scored(ws, "captions", "--generated", ws.at(generated), "--ground-truth", ws.at("refs.json"))
 
 
 def synth(ws: Workspace, *extra: str) -> list[str]:
@@ -198,6 +212,32 @@ ROWS = [
     pytest.param(lambda ws: ["evaluate", "--protocol", "standard", "--generated", str(ws.root / "nowhere"), "--out",
                              str(ws.root / "r.json")], 2, ["--generated", "nowhere", "not a folder"],
                  id="evaluate-generated-missing"),
+    # evaluate's retrieval and caption protocols: the checkpoint, the data and the captions files before any work
+    pytest.param(lambda ws: scored(ws, "fashioniq", "--data", str(ws.root)), 2, ["fashioniq needs --checkpoint"],
+                 id="evaluate-fashioniq-without-checkpoint"),
+    pytest.param(lambda ws: scored(ws, "fashiongen", "--checkpoint", str(ws.retrieval_run)), 2,
+                 ["fashiongen needs --data"], id="evaluate-fashiongen-without-data"),
+    pytest.param(lambda ws: scored(ws, "fashioniq", "--checkpoint", str(ws.pose_run), "--data", str(ws.root)), 2,
+                 ["--checkpoint", "poserun", "'pose' training run", "expected a retrieval run"],
+                 id="evaluate-checkpoint-a-pose-run"),
+    pytest.param(lambda ws: scored(ws, "fashiongen", "--checkpoint", str(ws.someones), "--data", str(ws.file)), 2,
+                 ["--checkpoint", "someones", "expected a retrieval run"], id="evaluate-checkpoint-foreign-folder"),
+    pytest.param(lambda ws: scored(ws, "fashioniq", "--checkpoint", str(ws.retrieval_run), "--data", ws.at("nowhere")),
+                 2, ["nowhere is not a folder", "captions/, image_splits/"], id="evaluate-fashioniq-data-missing"),
+    pytest.param(lambda ws: scored(ws, "fashioniq", "--checkpoint", str(ws.retrieval_run), "--data", str(ws.gt)), 2,
+                 ["gt", "images"], id="evaluate-fashioniq-data-not-fashioniq"),
+    pytest.param(lambda ws: scored(ws, "fashioniq", "--checkpoint", str(ws.retrieval_run), "--data", str(ws.gt),
+                                   "--split", "test"), 2, ["--split test", "no targets"], id="evaluate-fashioniq-test-split"),
+    pytest.param(lambda ws: scored(ws, "fashiongen", "--checkpoint", str(ws.retrieval_run), "--data", str(ws.file)), 2,
+                 ["file.txt", "not a readable HDF5 file"], id="evaluate-fashiongen-data-not-hdf5"),
+    pytest.param(lambda ws: scored(ws, "captions", "--generated", ws.at("gen_list.json")), 2,
+                 ["captions needs --ground-truth"], id="evaluate-captions-without-references"),
+    pytest.param(lambda ws: captions(ws, "gen_list.json"), 2, ["gen_list.json", "JSON list", "expected an object"],
+                 id="evaluate-captions-a-list"),
+    pytest.param(lambda ws: captions(ws, "gen_numbers.json"), 2, ["gen_numbers.json", "'B001'", "expected text"],
+                 id="evaluate-captions-not-strings"),
+    pytest.param(lambda ws: captions(ws, "gen_stray.json"), 2, ["gen_stray.json", "2 generated ids have no reference",
+                                                                "'C1', 'C2'"], id="evaluate-captions-ids-without-reference"),
     # synth: every size and count has a stated bound
     pytest.param(lambda ws: synth(ws, "--size", "100000x100000"), 2, ["--size", "4096"], id="synth-size-huge"),
     pytest.param(lambda ws: synth(ws, "--size", "0x0"), 2, ["--size"], id="synth-size-zero"),

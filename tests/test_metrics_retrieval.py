@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from atelier.metrics.retrieval import fashiongen_batch_retrieval, fashiongen_retrieval, fashioniq_recall, recall_at_k
+from atelier.errors import UserError
+from atelier.metrics.retrieval import (
+    fashiongen_batch_retrieval,
+    fashiongen_eligible,
+    fashiongen_retrieval,
+    fashioniq_recall,
+    recall_at_k,
+)
 
 
 def test_recall_at_k_by_hand():
@@ -45,5 +52,27 @@ def test_fashiongen_val100_ranks_each_query_within_its_own_batch_only():
     whole = fashiongen_batch_retrieval(images, texts, batch=12)  # image 2 now competes for text 7, and wins
     assert whole["t2i_R@1"] == pytest.approx(100 * 10 / 12) and whole["i2t_R@1"] == pytest.approx(100 * 11 / 12)
     assert fashiongen_batch_retrieval(images, images)["mean"] == 100.0
-    with pytest.raises(ValueError, match="one shape"):
+    with pytest.raises(ValueError, match="one N and D"):
         fashiongen_batch_retrieval(images, images[:5])
+
+
+def test_query_features_score_a_pair_by_their_best_query():
+    # 3 products, 2 query vectors each (BLIP-2's ITC): image i's second query points at text i, its first at text i+1
+    texts = np.eye(3)
+    images = np.stack([np.stack([texts[(i + 1) % 3] * 0.9, texts[i]]) for i in range(3)])
+    assert fashiongen_batch_retrieval(images, texts)["mean"] == 100.0  # max over queries: 1.0 beats 0.9
+    only_first = fashiongen_batch_retrieval(images[:, 0], texts)  # (N, D): the first queries alone all miss
+    assert only_first["i2t_R@1"] == only_first["t2i_R@1"] == 0.0 and only_first["i2t_R@5"] == 100.0
+
+
+def test_fashiongen_queries_come_only_from_large_enough_subcategories():
+    rng = np.random.default_rng(1)
+    groups = np.array(["tops"] * 8 + ["shoes"] * 3 + ["bags"])
+    assert fashiongen_eligible(groups, negatives=4) == 8 and fashiongen_eligible(groups, negatives=2) == 11
+    images = rng.normal(size=(12, 2, 8))
+    texts = images[:, 1] + 0.01 * rng.normal(size=(12, 8))  # each text next to its image's second query
+    scores = fashiongen_retrieval(images, texts, groups, queries=1000, negatives=2, seed=3)
+    assert scores["mean"] == 100.0
+    assert fashiongen_retrieval(images, texts, groups, negatives=2, seed=3) == scores  # the seed fixes the draw
+    with pytest.raises(UserError, match="more than 8 products .the largest here has 8"):
+        fashiongen_retrieval(images, texts, groups, negatives=8)

@@ -1,4 +1,5 @@
-"""`atelier evaluate`: score generated images under a paper's protocol; write report.json and print a markdown table."""
+"""`atelier evaluate`: score generated images, a retrieval model or generated captions under a paper's protocol; write
+report.json and print a markdown table."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import argparse
 import os
 from pathlib import Path
 
-PROTOCOL_NAMES = ("cfld", "pidm", "standard", "vitonhd")
+from atelier.data.formats.fashioniq import CATEGORIES
+
+PROTOCOL_NAMES = ("cfld", "pidm", "standard", "vitonhd", "fashioniq", "fashiongen", "captions")
 
 EPILOG = """protocols:
   cfld      pose transfer as CFLD/MCLD: SSIM (uniform 51), SSIM_256, PSNR, LPIPS-alex, FID (torchvision
@@ -14,6 +17,15 @@ EPILOG = """protocols:
   pidm      pose transfer as PIDM: 256x256 PNG then bilinear to 176x256; SSIM (51), PSNR, LPIPS, FID
   standard  SSIM (Gaussian 11), PSNR, LPIPS alex+vgg, FID and KID x1000 (pytorch-fid Inception)
   vitonhd   try-on as LaDI-VTON: --setting paired (SSIM, LPIPS, FID, KID) or unpaired (FID, KID), vs test/image
+  fashioniq composed retrieval (--checkpoint RUN --data FASHIONIQ_DIR): per category, each val triplet's query
+            (reference image + "{caption 1} and {caption 2}") ranked against the category's full val gallery;
+            R@10/R@50 per category, their means and the mean of both
+  fashiongen cross-modal retrieval (--checkpoint RUN --data FILE.h5): FAME-ViL's 1,000 queries x 101 candidates
+            (100 same-sub-category negatives, --seed), R@1/5/10 image->text and text->image and their mean; plus
+            UniFashion's batch-of-100 "val100" variant as separate keys (not comparable with FAME-ViL's)
+  captions  --generated CAPTIONS.json ({id or path: caption}) vs --ground-truth REFS.json ({id: [references]} or
+            {id: reference}), ids matched by key then file stem: BLEU-4, ROUGE-L, CIDEr-D (coco-caption) x 100;
+            METEOR with Java and the jar at $ATELIER_METEOR_JAR (meteor-1.5.jar), else reported missing
 
 examples:
   atelier evaluate --protocol cfld --generated runs/cfld/test --ground-truth fashion/test_highres \\
@@ -23,6 +35,10 @@ examples:
   atelier evaluate --protocol vitonhd --setting unpaired --generated out/unpaired \\
       --ground-truth VITON-HD/test/image --out unpaired.json
   atelier evaluate --protocol standard --generated gen --ground-truth gt --allow-random-weights --out smoke.json
+  atelier evaluate --protocol fashioniq --checkpoint runs/composed --data fashioniq --out fiq.json
+  atelier evaluate --protocol fashiongen --checkpoint runs/retrieval --data fashiongen_256_256_validation.h5 \\
+      --device cuda --out fashiongen.json
+  atelier evaluate --protocol captions --generated captions.json --ground-truth references.json --out captions.json
   accelerate launch -m atelier evaluate --protocol cfld ... --device cuda   (splits the files over GPUs)
 
 weights: alexnet-owt-7be5be79.pth, vgg16-397923af.pth, inception_v3_google-0cc3c7bd.pth and
@@ -36,15 +52,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register the `evaluate` subcommand."""
     parser = subparsers.add_parser(
         "evaluate",
-        help="score generated images with a paper's exact metric protocol (SSIM, PSNR, LPIPS, FID, KID)",
+        help="score generated images, a retrieval model or captions with a paper's exact metric protocol",
         description="Match generated images to their ground truth by file name and compute the metrics of a "
-                    "published protocol with its exact preprocessing; writes a JSON report and prints a markdown table.",
+                    "published protocol with its exact preprocessing (or score a retrieval model on FashionIQ / "
+                    "FashionGen, or captions against references); writes a JSON report and prints a markdown table.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--protocol", required=True, choices=PROTOCOL_NAMES, help="metric protocol (see below)")
-    parser.add_argument("--generated", required=True, type=Path, metavar="DIR", help="folder of generated images")
-    parser.add_argument("--ground-truth", type=Path, metavar="DIR", help="folder of ground-truth (target) images")
+    parser.add_argument("--generated", type=Path, metavar="DIR|JSON",
+                        help="folder of generated images (captions: the JSON of generated captions)")
+    parser.add_argument("--ground-truth", type=Path, metavar="DIR|JSON",
+                        help="folder of ground-truth (target) images (captions: the JSON of reference captions)")
+    parser.add_argument("--checkpoint", type=Path, metavar="RUN",
+                        help="fashioniq/fashiongen: a retrieval run (RUN or RUN/final) or a BLIP-2 retrieval folder")
+    parser.add_argument("--data", type=Path, metavar="PATH",
+                        help="fashioniq: the FashionIQ folder (captions/, image_splits/, images/); fashiongen: the "
+                             "FashionGen HDF5 file")
+    parser.add_argument("--split", choices=("val", "train", "test"), default="val",
+                        help="fashioniq: the split scored (default val, the one papers report)")
+    parser.add_argument("--categories", nargs="+", choices=CATEGORIES, default=list(CATEGORIES), metavar="CATEGORY",
+                        help=f"fashioniq: the categories scored (default: {' '.join(CATEGORIES)})")
     parser.add_argument("--real", type=Path, metavar="DIR",
                         help="real set for FID/KID (cfld/pidm: the training images; default for standard/vitonhd: "
                              "the ground-truth folder)")
@@ -62,27 +90,43 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--workers", type=int, metavar="N", help="image-loading threads (default: CPU count, max 16)")
     parser.add_argument("--fid-method", choices=("sqrtm", "eigh"), default="sqrtm",
                         help="matrix square root: sqrtm (pytorch-fid's exact code path) or eigh (faster, same value)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for KID subsets and random weights (default 0)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed for KID subsets, random weights and FashionGen's query draw (default 0)")
     parser.add_argument("--no-cache", action="store_true", help="recompute real-set statistics instead of reusing them")
     parser.set_defaults(func=run)
     return parser
 
 
-def run(args: argparse.Namespace) -> int:
-    """Check the flags and that --out can be written (before any image is read), run the evaluation, write the JSON
-    report atomically (rank 0 only) and print the markdown table."""
+def _required(args: argparse.Namespace, flags: tuple[str, ...]) -> None:
+    """UserError naming the first of a protocol's required flags that was not given."""
     from atelier.errors import UserError
-    from atelier.metrics.evaluate import evaluate
-    from atelier.metrics.report import markdown_table
-    from atelier.utils.io import write_json
-    from atelier.utils.outputs import check_file_path
 
-    if args.workers is not None and not 1 <= args.workers <= 256:
-        raise UserError(f"--workers {args.workers}: expected 1..256 image-loading threads, or leave it out")
-    if args.seed < 0:
-        raise UserError(f"--seed {args.seed}: expected an integer >= 0")
-    check_file_path(args.out, "--out")
-    report = evaluate(
+    for flag in flags:
+        if getattr(args, flag.lstrip("-").replace("-", "_")) is None:
+            both = f" (it takes {' and '.join(flags)})" if len(flags) > 1 else ""
+            raise UserError(f"--protocol {args.protocol} needs {flag}{both}")
+
+
+def _report(args: argparse.Namespace) -> dict:
+    """The report of the chosen protocol (flags checked first, each protocol's inputs before any work)."""
+    if args.protocol == "captions":
+        from atelier.metrics.caption_eval import evaluate_captions
+
+        _required(args, ("--generated", "--ground-truth"))
+        return evaluate_captions(args.generated, args.ground_truth)
+    if args.protocol in ("fashioniq", "fashiongen"):
+        from atelier.methods.unifashion import evaluate as retrieval
+        from atelier.metrics.evaluate import resolve_device
+
+        _required(args, ("--checkpoint", "--data"))
+        options = {"batch_size": args.batch_size, "device": resolve_device(args.device)}
+        if args.protocol == "fashioniq":
+            return retrieval.evaluate_fashioniq(args.checkpoint, args.data, args.split, args.categories, **options)
+        return retrieval.evaluate_fashiongen(args.checkpoint, args.data, args.seed, **options)
+    from atelier.metrics.evaluate import evaluate
+
+    _required(args, ("--generated",))
+    return evaluate(
         args.protocol,
         args.generated,
         ground_truth=args.ground_truth,
@@ -99,6 +143,24 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         use_cache=not args.no_cache,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the flags and that --out can be written (before any input is read), run the protocol, write the JSON
+    report atomically (rank 0 only) and print the markdown table."""
+    from atelier.errors import UserError
+    from atelier.metrics.report import markdown_table
+    from atelier.utils.io import write_json
+    from atelier.utils.outputs import check_file_path
+
+    if args.workers is not None and not 1 <= args.workers <= 256:
+        raise UserError(f"--workers {args.workers}: expected 1..256 image-loading threads, or leave it out")
+    if args.seed < 0:
+        raise UserError(f"--seed {args.seed}: expected an integer >= 0")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size}: expected a positive number of images per batch")
+    check_file_path(args.out, "--out")
+    report = _report(args)
     if int(os.environ.get("RANK", "0")) == 0:
         write_json(args.out, report)
         print(markdown_table(report), end="")

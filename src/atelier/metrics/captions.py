@@ -8,8 +8,8 @@
 - CIDEr-D (Vedantam et al. 2015): TF-IDF weighted 1..4-gram vectors (document frequencies over the evaluated set's
   references, log(number of images) as the IDF numerator), clipped hypothesis counts, a Gaussian length penalty
   with sigma 6 on the bigram count difference, mean over n and references, times 10.
-- METEOR is not provided: every faithful implementation needs Java (coco-caption's meteor-1.5.jar) and WordNet
-  data; approximations are not comparable with published numbers.
+- METEOR is not approximated here: every faithful implementation needs Java (coco-caption's meteor-1.5.jar) and
+  its paraphrase data; `atelier.metrics.meteor` runs that scorer when it is installed.
 
 Tokenisation: coco-caption uses the Stanford PTB tokenizer (Java) and drops punctuation; we lowercase and keep runs
 of letters and digits (with an apostrophe suffix, "n't" style splits are not reproduced). Captions that are already

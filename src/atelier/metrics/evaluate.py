@@ -210,7 +210,9 @@ def _gather_stats(stats: fid_lib.FeatureStats, ranks: Ranks) -> fid_lib.FeatureS
     return merged
 
 
-def _check_device(device: str) -> str:
+def resolve_device(device: str) -> str:
+    """The device a --device flag names: auto -> cuda when visible, else cpu; UserError for cuda without CUDA or
+    anything else."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
@@ -275,7 +277,7 @@ def evaluate(
         raise UserError(f"--batch-size {batch_size}: expected a positive number of images per batch")
     ranks = current_ranks()
     size = parse_size(size) if isinstance(size, str) else tuple(size or proto.default_size)
-    options = Options(size, batch_size, ranks.device(_check_device(device)), workers or default_workers(), fid_method,
+    options = Options(size, batch_size, ranks.device(resolve_device(device)), workers or default_workers(), fid_method,
                       kid_subsets, kid_subset_size, kid_capacity, seed, use_cache)
     paired = setting == "paired"
     generated_files = list_images(generated, "--generated")

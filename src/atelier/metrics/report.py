@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import platform
+import time
 from datetime import datetime, timezone
 
 
@@ -36,6 +37,34 @@ def environment(device: str) -> dict:
     }
 
 
+def protocol_report(protocol: str, title: str, source: str, setting: str, metrics: dict, labels: dict, counts: dict,
+                    *, missing: dict | None = None, details: dict | None = None, inputs: dict | None = None,
+                    started: float, device: str = "cpu") -> dict:
+    """A JSON-safe report of a protocol that scores no images against images (retrieval, captions), in the shape of
+    `atelier.metrics.evaluate`'s: metrics that could not be computed are None with their reason in `missing`;
+    `counts` says what was scored (its "scored" entry is printed first)."""
+    missing = dict(missing or {})
+    for key, value in metrics.items():
+        if value is None:
+            missing.setdefault(key, "not computed")
+    return json_safe({
+        "protocol": protocol,
+        "title": title,
+        "source": source,
+        "setting": setting,
+        "size": None,
+        "stamp": None,
+        "metrics": metrics,
+        "missing": missing,
+        "labels": labels,
+        "details": details or {},
+        "counts": counts,
+        "inputs": {key: None if value is None else str(value) for key, value in (inputs or {}).items()},
+        "environment": environment(device),
+        "seconds": round(time.time() - started, 2),
+    })
+
+
 def _format(key: str, value) -> str:
     if value is None:
         return "missing"
@@ -43,12 +72,23 @@ def _format(key: str, value) -> str:
         return value
     if key.startswith("fid") or key.startswith("kid") or key == "psnr":
         return f"{value:.3f}"
+    if "R@" in key or key.endswith("mean") or key in ("bleu_4", "meteor", "rouge_l", "cider_d"):
+        return f"{value:.2f}"  # percentages (and CIDEr-D x 100), as the papers print them
     return f"{value:.4f}"
 
 
+def _counts_line(counts: dict) -> str:
+    """One line of what was scored: generated and real images for image protocols, else every count by name."""
+    if "real" in counts:
+        return f"{counts['scored']} generated images scored, real set {counts['real']} images."
+    return "counts: " + ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in counts.items()) + "."
+
+
 def markdown_table(report: dict) -> str:
-    """The report as a markdown section: title, stamp, one row per metric with its settings, then what is missing."""
-    lines = [f"### {report['title']} (`{report['protocol']}`, {report['setting']}, {report['size']})", ""]
+    """The report as a markdown section: title, stamp, one row per metric with its settings, then what is missing
+    (keys missing for one reason on one line)."""
+    setting = ", ".join(str(part) for part in (report["setting"], report.get("size")) if part)
+    lines = [f"### {report['title']} (`{report['protocol']}`, {setting})", ""]
     if report.get("stamp"):
         lines += [f"**{report['stamp']}**", ""]
     lines += ["| metric | value | settings |", "|---|---|---|"]
@@ -58,9 +98,11 @@ def markdown_table(report: dict) -> str:
             shown += f" ± {report['details']['kid_std_x1000']:.3f}"
         lines.append(f"| {key} | {shown} | {report['labels'].get(key, '')} |")
     counts = report["counts"]
-    lines += ["", f"{counts['scored']} generated images scored, real set {counts['real']} images."]
+    lines += ["", _counts_line(counts)]
     if counts.get("pairs_without_output"):
         lines.append(f"{counts['pairs_without_output']} listed pairs have no generated image.")
+    by_reason: dict[str, list[str]] = {}
     for key, reason in report.get("missing", {}).items():
-        lines.append(f"- `{key}` missing: {reason}")
+        by_reason.setdefault(reason, []).append(f"`{key}`")
+    lines += [f"- {', '.join(keys)} missing: {reason}" for reason, keys in by_reason.items()]
     return "\n".join(lines) + "\n"
