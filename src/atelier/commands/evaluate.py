@@ -9,7 +9,8 @@ from pathlib import Path
 
 from atelier.data.formats.fashioniq import CATEGORIES
 
-PROTOCOL_NAMES = ("cfld", "pidm", "standard", "vitonhd", "fashioniq", "fashiongen", "captions")
+IMAGE_PROTOCOLS = ("cfld", "pidm", "standard", "vitonhd")  # folders of generated and ground-truth images
+PROTOCOL_NAMES = (*IMAGE_PROTOCOLS, "fashioniq", "fashiongen", "captions")
 
 EPILOG = """protocols:
   cfld      pose transfer as CFLD/MCLD: SSIM (uniform 51), SSIM_256, PSNR, LPIPS-alex, FID (torchvision

@@ -35,7 +35,7 @@ def build(ctx: AppContext) -> None:
     import gradio as gr
 
     from atelier.app.tabs.common import guarded
-    from atelier.commands.evaluate import PROTOCOL_NAMES
+    from atelier.commands.evaluate import IMAGE_PROTOCOLS
 
     with gr.Row():
         with gr.Column():
@@ -43,7 +43,7 @@ def build(ctx: AppContext) -> None:
                                 file_types=["image", ".zip"], elem_id="evaluate-generated")
             truth = gr.File(label="ground-truth images (files or a .zip; matched by name)", file_count="multiple",
                             file_types=["image", ".zip"], elem_id="evaluate-truth")
-            protocol = gr.Dropdown(list(PROTOCOL_NAMES), value="standard", label="protocol",
+            protocol = gr.Dropdown(list(IMAGE_PROTOCOLS), value="standard", label="protocol",
                                    info="cfld / pidm: pose transfer as the papers; standard: SSIM, PSNR, LPIPS, FID, KID; "
                                         "vitonhd: try-on")
             with gr.Accordion("more settings", open=False):
