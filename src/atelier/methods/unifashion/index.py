@@ -59,6 +59,14 @@ class CatalogueIndex:
         return self.record.get("nprobe")
 
 
+def _faiss():
+    """The faiss module, its loader's messages about CPU instruction sets kept out of the command's output."""
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    import faiss
+
+    return faiss
+
+
 def model_fingerprint(model: torch.nn.Module) -> str:
     """sha256 of every tensor of the model's state dict (names, shapes, dtypes and bytes): two runs embed alike only
     when it is equal."""
@@ -110,8 +118,8 @@ def build_index(model, image_paths: Sequence[str | Path], batch_size: int, out: 
             batch = paths[starts[number] : starts[number] + batch_size]
             _save_array(out / PARTS / f"batch-{number:06d}.npy", embed_images(model, [open_rgb(p) for p in batch]))
         vectors = _join_parts(out, len(starts))
-    faiss_index, settings = _faiss_index(vectors.reshape(-1, vectors.shape[-1]), ivf, nprobe)
-    _write_faiss(faiss_index, out / FAISS_FILE)
+    flat_or_ivf, settings = faiss_index(vectors.reshape(-1, vectors.shape[-1]), ivf, nprobe)
+    _write_faiss(flat_or_ivf, out / FAISS_FILE)
     write_json(out / ITEMS, {"format": INDEX_FORMAT, "version": INDEX_VERSION, "checkpoint": checkpoint,
                              "model": fingerprint, "items": len(paths), "queries": int(vectors.shape[1]),
                              "dim": int(vectors.shape[2]), "batch_size": batch_size, **settings,
@@ -185,10 +193,11 @@ def _join_parts(out: Path, batches: int) -> np.ndarray:
     return np.load(out / VECTORS, mmap_mode="r")
 
 
-def _faiss_index(vectors: np.ndarray, ivf: bool | None, nprobe: int | None) -> tuple[Any, dict[str, Any]]:
-    """The inner-product index of (V, D) vectors and its settings for items.json: exact, or IVF with about
-    4 sqrt(V) lists (at most V / 39) trained on a seeded sample of up to 256 vectors per list."""
-    import faiss
+def faiss_index(vectors: np.ndarray, ivf: bool | None, nprobe: int | None) -> tuple[Any, dict[str, Any]]:
+    """The inner-product FAISS index of (V, D) float32 vectors and its settings for items.json: exact (IndexFlatIP),
+    or with `ivf` (None: past IVF_MIN_VECTORS) an IndexIVFFlat of about 4 sqrt(V) lists (at most V / 39), trained on
+    a seeded sample of up to 256 vectors per list, searched with `nprobe` lists (default min(lists, 32))."""
+    faiss = _faiss()
 
     total, dim = vectors.shape
     if ivf is None:
@@ -209,7 +218,7 @@ def _faiss_index(vectors: np.ndarray, ivf: bool | None, nprobe: int | None) -> t
 
 
 def _write_faiss(index, path: Path) -> None:
-    import faiss
+    faiss = _faiss()
 
     from atelier.utils.io import atomic_path
 
@@ -220,7 +229,7 @@ def _write_faiss(index, path: Path) -> None:
 def load_index(folder: str | Path) -> CatalogueIndex:
     """The index `build_index` wrote in `folder`. Refuses a folder without a complete index (items.json of this
     format, index.faiss holding items x queries vectors)."""
-    import faiss
+    faiss = _faiss()
 
     from atelier.data.formats.text import parse_json, read_text
 
@@ -263,7 +272,7 @@ def search(index: CatalogueIndex, query_vectors: np.ndarray, k: int, nprobe: int
     if nprobe is not None and nprobe < 1:
         raise UserError(f"--nprobe {nprobe}: expected a whole number >= 1")
     if index.record.get("index") == "ivf":
-        import faiss
+        faiss = _faiss()
 
         faiss.extract_index_ivf(index.index).nprobe = nprobe or index.nprobe
     scores, ids = index.index.search(queries, min(k * index.queries, index.index.ntotal))
