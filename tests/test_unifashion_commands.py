@@ -181,3 +181,17 @@ def test_caption_needs_the_runs_captioner(run, products, tmp_path, capsys):
     shutil.copytree(run / "final", bare, ignore=shutil.ignore_patterns("captioner"))
     assert main(["caption", str(products / "products"), "--checkpoint", str(bare), "--out", str(tmp_path / "o")]) == 2
     assert "has no captioner" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("damage, message", [("items.json", "not valid JSON"), ("index.faiss", "cannot be read as a FAISS"),
+                                             ("count", "not an `atelier index` record")])
+def test_a_damaged_index_is_refused_in_one_line(built, tmp_path, capsys, damage, message):
+    copy = shutil.copytree(built, tmp_path / "copy")
+    if damage == "count":
+        record = json.loads((copy / "items.json").read_text())
+        (copy / "items.json").write_text(json.dumps({**record, "items": record["items"] + 1}))
+    else:
+        (copy / damage).write_bytes(b"{junk")
+    assert main(["search", "--index", str(copy), "--text", "a dress"]) == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1

@@ -218,10 +218,9 @@ def faiss_index(vectors: np.ndarray, ivf: bool | None, nprobe: int | None) -> tu
 
 
 def _write_faiss(index, path: Path) -> None:
-    faiss = _faiss()
-
     from atelier.utils.io import atomic_path
 
+    faiss = _faiss()
     with atomic_path(path) as tmp:
         faiss.write_index(index, str(tmp))
 
@@ -229,10 +228,9 @@ def _write_faiss(index, path: Path) -> None:
 def load_index(folder: str | Path) -> CatalogueIndex:
     """The index `build_index` wrote in `folder`. Refuses a folder without a complete index (items.json of this
     format, index.faiss holding items x queries vectors)."""
-    faiss = _faiss()
-
     from atelier.data.formats.text import parse_json, read_text
 
+    faiss = _faiss()
     folder = Path(folder)
     items = folder / ITEMS
     if not folder.is_dir() or not items.is_file():
@@ -242,10 +240,11 @@ def load_index(folder: str | Path) -> CatalogueIndex:
                         f"{FAISS_FILE}, {VECTORS})")
     record = parse_json(read_text(items, "index record"), f"{items}: not valid JSON; expected the record "
                                                           "`atelier index` writes")
-    fields = ("items", "queries", "dim", "paths")
-    if not isinstance(record, dict) or record.get("format") != INDEX_FORMAT or any(key not in record for key in fields):
-        raise UserError(f"{items}: not an `atelier index` record (format {INDEX_FORMAT!r} with {', '.join(fields)}); "
-                        "build the index again with atelier index")
+    if not isinstance(record, dict) or record.get("format") != INDEX_FORMAT or \
+            not all(isinstance(record.get(key), int) and record[key] > 0 for key in ("items", "queries", "dim")) or \
+            not isinstance(record.get("paths"), list) or len(record["paths"]) != record["items"]:
+        raise UserError(f"{items}: not an `atelier index` record (format {INDEX_FORMAT!r}: items, queries and dim "
+                        "counts and one path per item); build the index again with atelier index")
     try:
         index = faiss.read_index(str(folder / FAISS_FILE))
     except RuntimeError as error:
