@@ -58,7 +58,7 @@ class Workspace:
         self.gt = self.folder("gt", {})
         Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8)).save(self.gt / "a.png")
         self.temp_only = self.folder("tmponly", {".a.png.1a2b3c4d.tmp.png": "half an image"})
-        self.retrieval_run = self.folder("retrievalrun", {"final/retrieval.yaml": "image_size: 64\n"})
+        self.retrieval_run = self.folder("retrievalrun", {"final/retrieval.yaml": "image_size: 64\n"})  # no captioner
         self.write("refs.json", json.dumps({"B001": ["a red dress"], "B002": "a blue shirt"}))
         self.write("gen_list.json", json.dumps(["a red dress"]))
         self.write("gen_numbers.json", json.dumps({"B001": 7}))
@@ -107,6 +107,12 @@ def synth(ws: Workspace, *extra: str) -> list[str]:
 def app(ws: Workspace, *extra: str) -> list[str]:
     """`atelier app` with a bad flag: each must be refused before the server starts (a row that passed would serve)."""
     return ["app", "--workdir", str(ws.root / "work"), "--checkpoints", str(ws.root), *extra]
+
+
+def index(ws: Workspace, *extra: str) -> list[str]:
+    """`atelier index` of ws.gt's image with the (weightless) retrieval run, `extra` replacing flags (argparse keeps a
+    flag's last value): each is refused before any model loads."""
+    return ["index", "--checkpoint", str(ws.retrieval_run), "--images", str(ws.gt), "--out", ws.at("idx"), *extra]
 
 
 def override(text: str, expected: list[str], name: str):
@@ -258,6 +264,44 @@ ROWS = [
                  id="synth-out-foreign-folder"),
     pytest.param(lambda ws: synth(ws, "--out", str(ws.synth_out)), 2, ["synthout", "--overwrite"],
                  id="synth-out-earlier-synth-output"),
+    # index, search, caption (UniFashion retrieval): refused before a model loads
+    pytest.param(lambda ws: index(ws, "--checkpoint", str(ws.pose_run)), 2, ["--checkpoint", "poserun", "`pose` training run"],
+                 id="index-checkpoint-not-retrieval"),
+    pytest.param(lambda ws: index(ws, "--checkpoint", str(ws.gt)), 2, ["--checkpoint", "holds no retrieval model"],
+                 id="index-checkpoint-no-model"),
+    pytest.param(lambda ws: index(ws, "--images", str(ws.someones)), 2, ["--images", "someones", "no images"],
+                 id="index-images-without-images"),
+    pytest.param(lambda ws: index(ws, "--images", str(ws.temp_only)), 2, ["--images", "tmponly", "no images"],
+                 id="index-images-only-temp-files"),
+    pytest.param(lambda ws: index(ws, "--images", ws.at("nowhere")), 2, ["--images", "nowhere", "not a folder"],
+                 id="index-images-missing"),
+    pytest.param(lambda ws: index(ws, "--batch-size", "0"), 2, ["--batch-size 0"], id="index-batch-size-0"),
+    pytest.param(lambda ws: index(ws, "--out", str(ws.someones)), 2, ["someones", "not an atelier output"],
+                 id="index-out-foreign-folder"),
+    pytest.param(lambda ws: index(ws, "--out", str(ws.gt / "idx")), 2, ["--out", "inside --images"],
+                 id="index-out-inside-images"),
+    pytest.param(lambda ws: ["search", "--index", str(ws.someones)], 2, ["no query", "--text", "--image"],
+                 id="search-no-query"),
+    pytest.param(lambda ws: ["search", "--index", str(ws.someones), "--text", " "], 2, ["--text is empty"],
+                 id="search-empty-text"),
+    pytest.param(lambda ws: ["search", "--index", str(ws.someones), "--text", "red", "-k", "0"], 2, ["-k 0"],
+                 id="search-k-0"),
+    pytest.param(lambda ws: ["search", "--index", str(ws.someones), "--text", "red"], 2,
+                 ["--index", "someones", "not an index", "atelier index"], id="search-index-not-an-index"),
+    pytest.param(lambda ws: ["search", "--index", ws.at("nowhere"), "--text", "red"], 2, ["--index", "nowhere"],
+                 id="search-index-missing"),
+    pytest.param(lambda ws: ["search", "--index", str(ws.someones), "--image", str(ws.file)], 2,
+                 ["--image", "file.txt", "cannot be read as an image"], id="search-image-unreadable"),
+    pytest.param(lambda ws: ["search", "--index", str(ws.someones), "--image", ws.at("gone.png")], 2,
+                 ["--image", "gone.png", "not found"], id="search-image-missing"),
+    pytest.param(lambda ws: ["search", "--index", str(ws.someones), "--text", "red", "--out", ws.at("r.txt")], 2,
+                 ["--out", "r.txt", ".json or .html"], id="search-out-unknown-kind"),
+    pytest.param(lambda ws: ["caption", str(ws.gt), "--checkpoint", str(ws.retrieval_run), "--out", ws.at("cap")], 2,
+                 ["--checkpoint", "retrievalrun", "no captioner"], id="caption-run-without-captioner"),
+    pytest.param(lambda ws: ["caption", str(ws.gt), "--checkpoint", str(ws.pose_run), "--out", ws.at("cap")], 2,
+                 ["--checkpoint", "poserun", "not a retrieval run"], id="caption-checkpoint-not-retrieval"),
+    pytest.param(lambda ws: ["caption", str(ws.someones), "--checkpoint", str(ws.retrieval_run), "--out", ws.at("cap")],
+                 2, ["IMAGES", "someones", "no images"], id="caption-no-images"),
     # app: refused before anything is served
     pytest.param(lambda ws: app(ws, "--port", "0"), 2, ["--port 0", "1..65535"], id="app-port-0"),
     pytest.param(lambda ws: app(ws, "--port", "70000"), 2, ["--port 70000"], id="app-port-huge"),

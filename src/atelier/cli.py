@@ -20,11 +20,26 @@ import sys
 import traceback
 
 from atelier import __version__
-from atelier.commands import app, demo, doctor, evaluate, generate, illustrate, pose_transfer, synth, train, translate
+from atelier.commands import (
+    app,
+    caption,
+    demo,
+    doctor,
+    evaluate,
+    generate,
+    illustrate,
+    index,
+    pose_transfer,
+    search,
+    synth,
+    train,
+    translate,
+)
 from atelier.errors import DependencyError, UserError
 
 # Each module defines add_parser(subparsers) registering its subcommand with `func` set to a plain function(args).
-COMMAND_MODULES = [synth, train, demo, evaluate, translate, generate, pose_transfer, illustrate, app, doctor]
+COMMAND_MODULES = [synth, train, demo, evaluate, translate, generate, pose_transfer, illustrate, index, search, caption,
+                   app, doctor]
 DEBUG_HINT = "(--debug shows the traceback)"
 MACHINE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
                   errno.ENOMEM: "out of memory", errno.EMFILE: "too many open files", errno.EIO: "input/output error"}
