@@ -56,8 +56,9 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def app_runs(synth_root, tmp_path_factory):
-    """One tiny run of each task the web app shows (style LoRA, Uni-DlLoRA, CFLD), 2 steps each on the tiny model,
-    trained as `atelier train` does, under one folder as `atelier demo` leaves them under runs/demo."""
+    """One tiny run of each task the web app shows (style LoRA, Uni-DlLoRA, CFLD, UniFashion retrieval with its
+    captioner), 2 steps each on the tiny model, trained as `atelier train` does, and a catalogue index of FashionSynth
+    products, under one folder as `atelier demo` leaves them under runs/demo."""
     from pathlib import Path
 
     from atelier.cli import main
@@ -76,4 +77,18 @@ def app_runs(synth_root, tmp_path_factory):
     }
     for name, (config, *overrides) in runs.items():
         assert main(["train", str(configs / config), *quick, *overrides, "--out", str(root / name)]) == 0
+    retrieval_data = write_app_retrieval(tmp_path_factory.mktemp("app-retrieval"))
+    assert main(["train", str(configs / "tiny-retrieval.yaml"), "train.max_steps=2", "train.batch_size=4",
+                 f"data.fashiongen={retrieval_data / 'fashiongen' / 'fashiongen_256_256_train.h5'}",
+                 "--out", str(root / "retrieval")]) == 0
+    assert main(["index", "--checkpoint", str(root / "retrieval"), "--images", str(retrieval_data / "products"),
+                 "--out", str(root / "catalogue")]) == 0
     return root
+
+
+def write_app_retrieval(folder):
+    """FashionSynth's retrieval layouts, small (14 people, 64x64), for the app's Search and Caption tabs."""
+    from atelier.data.synth import write_retrieval
+
+    write_retrieval(folder, identities=14, size=(64, 64), seed=1)
+    return folder

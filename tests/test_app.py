@@ -42,7 +42,8 @@ def keeping():
 
 
 def test_runs_are_found_by_task_and_resolved_by_label_or_path(ctx, app_runs):
-    assert [(c.label, c.task) for c in ctx.checkpoints] == [("runs/illustrate", "dual-lora"), ("runs/pose", "pose"),
+    assert [(c.label, c.task) for c in ctx.checkpoints] == [("runs/catalogue", "index"), ("runs/illustrate", "dual-lora"),
+                                                           ("runs/pose", "pose"), ("runs/retrieval", "retrieval"),
                                                            ("runs/style", "style-lora")]
     style = checkpoints.resolve("runs/style", "style-lora", ctx.checkpoints, ctx.roots)
     assert style.path == app_runs / "style" / "final" and style.config["model"]["base"] == "tiny"
@@ -224,3 +225,22 @@ def test_a_bug_in_a_handler_becomes_a_message_not_a_crash():
     with pytest.raises(gr.Error, match="photo: no image uploaded"):
         guarded(lambda: image_upload(None, "photo", Path("."), Limits()))()
     assert guarded(lambda value: value * 2)(21) == 42
+
+
+def test_search_and_caption_handlers(ctx, app_runs, keeping):
+    import json as json_module
+
+    from atelier.app.tabs.caption import caption
+    from atelier.app.tabs.search import search
+
+    product = Path(json_module.loads((app_runs / "catalogue" / "items.json").read_text())["paths"][0])
+    for text, image in (("a red dress", None), ("", upload(product)), ("is blue instead of red", upload(product))):
+        hits, result = search(ctx, "runs/catalogue", text, image, 3)
+        assert len(hits) == 3 and all(Path(path).is_file() for path, _ in hits)
+        assert [hit["rank"] for hit in result.settings["hits"]] == [1, 2, 3]
+    with pytest.raises(UserError, match="type a text, upload an image, or both"):
+        search(ctx, "runs/catalogue", "  ", None, 3)
+    words, result = caption(ctx, upload(product), "runs/retrieval")
+    assert isinstance(words, str) and {p.name for p in result.files} == {"captions.json", "captions.html"}
+    with pytest.raises(UserError, match="this tab needs a retrieval run"):
+        caption(ctx, upload(product), "runs/pose")

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(),
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
 UPLOAD_LIMIT_MB = 1
-TAB_TITLES = ["Translate", "Illustrate", "Pose transfer", "Evaluate"]
+TAB_TITLES = ["Translate", "Illustrate", "Pose transfer", "Search", "Caption", "Evaluate"]
 RUN_SECONDS = 180_000  # ms a task may take on a loaded 2-core machine
 
 
@@ -163,6 +163,21 @@ def test_every_built_task_has_a_tab_and_runs_in_the_browser(page, runs, tmp_path
     height, width = read_yaml(pose.path / "cfld.yaml")["image_size"]
     assert output_size(page, "#pose-output") == (width, height)
     screenshot(page, "pose")
+
+    open_tab(page, "Search")
+    page.fill("#search-text textarea", "a red dress")
+    page.click("#search-run")
+    page.locator("#search-hits img").first.wait_for(timeout=RUN_SECONDS)
+    assert page.locator("#search-hits img").count() >= 1
+    screenshot(page, "search")
+
+    open_tab(page, "Caption")
+    page.locator("#caption-image input[type=file]").set_input_files(str(people[0]))
+    page.click("#caption-run")
+    page.wait_for_function("() => document.querySelectorAll('#caption-files a').length >= 2", timeout=RUN_SECONDS)
+    assert "captions" in page.locator("#caption-files").inner_text()  # captions.json and .html offered (a 2-step
+    assert page.locator("#caption-text textarea").count() == 1  # captioner may say nothing; the demo's names a garment)
+    screenshot(page, "caption")
 
     open_tab(page, "Evaluate")
     truth = people[:2]

@@ -14,7 +14,10 @@ TASKS = {
     "style-lora": ("style LoRA", "style", 2),
     "dual-lora": ("Uni-DlLoRA checkpoint", "illustrate", 2),
     "pose": ("CFLD pose model", "pose", 4),
+    "retrieval": ("UniFashion retrieval run", "retrieval", 2),
+    "index": ("catalogue index", "retrieval", 2),  # not a training task: an `atelier index` folder (items.json)
 }
+INDEX_FILE = "items.json"
 SKIP = {"checkpoints", "samples", "data", "vae-data", ".git", "node_modules"}  # never hold a run's final/
 MAX_DEPTH = 5
 
@@ -52,6 +55,10 @@ def find_checkpoints(roots: list[Path]) -> list[Checkpoint]:
         for folder, subfolders, _ in os.walk(root):
             depth = len(Path(folder).relative_to(root).parts)
             subfolders[:] = sorted(name for name in subfolders if name not in SKIP and depth < MAX_DEPTH)
+            if (Path(folder) / INDEX_FILE).is_file() and _is_index(Path(folder)):
+                found.append(Checkpoint("index", Path(folder), f"{root.name}/{Path(folder).relative_to(root)}"))
+                subfolders[:] = []
+                continue
             if Path(folder).name != "final":
                 continue
             config = read_run_config(Path(folder))
@@ -61,6 +68,16 @@ def find_checkpoints(roots: list[Path]) -> list[Checkpoint]:
                 found.append(Checkpoint(config["task"], Path(folder), f"{root.name}/{label}", config))
             subfolders[:] = []
     return sorted(found, key=lambda checkpoint: checkpoint.label)
+
+
+def _is_index(folder: Path) -> bool:
+    """Whether `folder` is an `atelier index` output (its items.json says so)."""
+    import json
+
+    try:
+        return json.loads((folder / INDEX_FILE).read_text(encoding="utf-8")).get("format") == "atelier-retrieval-index"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def missing_message(task: str, roots: list[Path]) -> str:

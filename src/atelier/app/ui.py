@@ -8,13 +8,14 @@ from pathlib import Path
 import gradio as gr
 
 from atelier.app.jobs import AppContext
-from atelier.app.tabs import evaluate, illustrate, pose, translate
+from atelier.app.tabs import caption, evaluate, illustrate, pose, search, translate
 
-TAB_MODULES = [translate, illustrate, pose, evaluate]
+TAB_MODULES = [translate, illustrate, pose, search, caption, evaluate]
 INTRO = ("**atelier**: diffusion-based fashion image synthesis. Each tab runs the same command as the CLI "
          "(`atelier {commands}`) and offers its outputs and settings.json for download.")
 # outputs fill their box (a 64x96 demo image is unreadable at its own size; pixelated rather than blurred when
 # enlarged), the metrics table keeps names and values on one line
+COMMANDS = {"pose": "pose-transfer"}  # a tab module's name -> its command, where they differ
 CSS = """
 .atelier-missing {color: #a15c00}
 .atelier-output img {width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated}
@@ -24,7 +25,7 @@ CSS = """
 
 def build_app(ctx: AppContext) -> gr.Blocks:
     """The Blocks of every tab over `ctx`."""
-    commands = ", ".join(module.__name__.rsplit(".", 1)[-1].replace("pose", "pose-transfer") for module in TAB_MODULES)
+    commands = ", ".join(COMMANDS.get(name, name) for name in (module.__name__.rsplit(".", 1)[-1] for module in TAB_MODULES))
     with gr.Blocks(title="atelier") as app:
         gr.Markdown(INTRO.format(commands=commands))
         with gr.Tabs():
