@@ -21,15 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from atelier import __version__
 from atelier.data.synth.identity import sample_identity
 from atelier.data.synth.products import Product, products_of, render_product
 from atelier.data.synth.triplets import make_triplets
-from atelier.data.synth.writer import held_out_identities
+from atelier.data.synth.writer import default_workers, held_out_identities, ordered_map
 from atelier.errors import UserError
 from atelier.utils.io import atomic_path, prepare_out_dir, save_image, write_json
-from atelier.utils.progress import progress
 
 RETRIEVAL_VERSION = 1
 OWNED = ("products", "fashioniq", "fashiongen", "retrieval.json")
@@ -73,6 +73,14 @@ def _text(values: list[str]) -> np.ndarray:
     return np.array(encoded, dtype=f"S{max([1, *map(len, encoded)])}").reshape(-1, 1)
 
 
+def _render_job(job: tuple[Product, tuple[int, int], int]) -> Image.Image:
+    """One product's image, its noise seeded by (seed, identity, garment) alone, so workers give identical files."""
+    product, size, seed = job
+    garment = product.identity.garments.index(product.garment)
+    noise = np.random.default_rng([seed, 2, product.identity.number, garment]).integers(2**31)
+    return render_product(product, size, seed=int(noise))
+
+
 def _write_products(out: Path, h5_path: Path, products: list[Product], size: tuple[int, int], seed: int) -> None:
     """Render `products`, write each as products/ (and FashionIQ images/) PNGs and as a row of one FashionGen HDF5 file
     (written to a temporary file and renamed): images (N, H, W, 3) uint8, texts (N, 1) bytes, index int64 (N, 1)."""
@@ -87,10 +95,9 @@ def _write_products(out: Path, h5_path: Path, products: list[Product], size: tup
             h5.create_dataset(key, data=_text([a[field] for a in attributes]))
         h5.create_dataset("input_productID", data=_text([p.asin for p in products]))
         h5.create_dataset("index", data=np.arange(len(products), dtype=np.int64).reshape(-1, 1))
-        for row, product in enumerate(progress(products, total=len(products), desc=f"FashionSynth products ({h5_path.stem})")):
-            garment = product.identity.garments.index(product.garment)
-            noise = np.random.default_rng([seed, 2, product.identity.number, garment]).integers(2**31)
-            image = render_product(product, size, seed=int(noise))
+        jobs = [(product, size, seed) for product in products]
+        renders = ordered_map(_render_job, jobs, default_workers(len(jobs)), f"FashionSynth products ({h5_path.stem})")
+        for row, (product, image) in enumerate(zip(products, renders)):
             save_image(image, out / "products" / f"{product.asin}.png")
             if product.fashioniq_category is not None:
                 save_image(image, out / "fashioniq" / "images" / f"{product.asin}.png")

@@ -132,18 +132,28 @@ def _write_split_files(out: Path, split: str, records: list[dict], poses: int) -
     return len(pair_lines)
 
 
-def _render_all(jobs: list[tuple], workers: int) -> list[dict]:
-    """Render identities inline or in a pool of forked workers (results in job order either way), under one progress bar.
+def ordered_map(function, jobs: list, workers: int, desc: str):
+    """`function` over `jobs`, inline or in a pool of forked workers, yielding the results in job order either way,
+    under one progress bar (`function` must be a module-level function, its jobs and results picklable).
 
     Fork, not spawn: spawn re-runs the caller's main module in every worker, which hangs scripts without a
-    `__main__` guard. Where fork does not exist (Windows) identities are rendered inline.
+    `__main__` guard. Where fork does not exist (Windows) the jobs run inline.
     """
-    if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-        batches = [_render_identity(job) for job in progress(jobs, total=len(jobs), desc="FashionSynth identities")]
-        return [record for batch in batches for record in batch]
+    if workers <= 1 or len(jobs) < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        yield from progress(map(function, jobs), total=len(jobs), desc=desc)
+        return
     with multiprocessing.get_context("fork").Pool(workers) as pool:
-        batches = list(progress(pool.imap(_render_identity, jobs), total=len(jobs), desc="FashionSynth identities"))
-    return [record for batch in batches for record in batch]
+        yield from progress(pool.imap(function, jobs, chunksize=4), total=len(jobs), desc=desc)
+
+
+def default_workers(jobs: int) -> int:
+    """Rendering processes for `jobs` jobs: one per CPU core up to 2, and 1 for fewer than 4 jobs."""
+    return min(2, os.cpu_count() or 1) if jobs >= 4 else 1
+
+
+def _render_all(jobs: list[tuple], workers: int) -> list[dict]:
+    """Render identities (see `ordered_map`), their records in job order."""
+    return [record for batch in ordered_map(_render_identity, jobs, workers, "FashionSynth identities") for record in batch]
 
 
 def synthesize(
@@ -169,7 +179,7 @@ def synthesize(
             target.unlink()
     test_ids = set(held_out_identities(identities, seed, n_test))
     splits = {number: "test" if number in test_ids else "train" for number in range(1, identities + 1)}
-    workers = workers or (min(2, os.cpu_count() or 1) if identities >= 4 else 1)
+    workers = workers or default_workers(identities)
     jobs = [(number, seed, poses_per_identity, size, splits[number], str(out)) for number in range(1, identities + 1)]
     records = _render_all(jobs, workers)
     by_split = {split: [r for r in records if r["split"] == split] for split in SPLITS}
