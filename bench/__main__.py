@@ -1,7 +1,7 @@
 """`python -m bench` (or `make bench`): the speed suite, one table (see bench/suite.py and `python -m bench --help`).
 
 `python -m bench --scripts [NAME ...]` instead runs the standalone benchmark scripts in bench/ (eval_speed, pose_speed,
-style_lora_throughput, synth_speed; all, or those named) in turn, each writing its own bench/results/NAME.json.
+retrieval_speed, style_lora_throughput, synth_speed; all, or those named) in turn, each writing its own bench/results/NAME.json.
 """
 
 from __future__ import annotations
