@@ -95,8 +95,8 @@ def test_full_demo_settings_are_unchanged(tmp_path):
     from atelier.demo import retrieval
 
     pretrain, composed = retrieval.retrieval_configs(ctx, Path("data"), Path("pretrain"))
-    assert [(cfg.train.max_steps, cfg.train.batch_size) for cfg in (pretrain, composed)] == [(300, 16), (300, 16)]
-    assert retrieval.DATA == {"identities": 320, "size": (64, 64), "seed": 5, "test_fraction": 0.2}
+    assert [(cfg.train.max_steps, cfg.train.batch_size) for cfg in (pretrain, composed)] == [(600, 16), (300, 16)]
+    assert retrieval.DATA == {"identities": 640, "size": (64, 64), "seed": 5, "test_fraction": 0.5}
 
 
 def test_missed_base_targets_are_named_with_their_numbers_and_why():

@@ -29,7 +29,7 @@ from atelier.diffusion.components import SDComponents, build_tiny_components, em
 from atelier.diffusion.encode import encode_images, encode_prompts
 from atelier.metrics.per_image import balanced_hits, colour_hits, garment_type, psnr_per_image
 
-HELDOUT_DATA = {"identities": 100, "poses_per_identity": 2, "size": (176, 256), "seed": 3, "test_fraction": 0.5}
+HELDOUT_DATA = {"identities": 48, "poses_per_identity": 2, "size": (176, 256), "seed": 3, "test_fraction": 0.5}
 VAE_PSNR, THUMBNAIL_PSNR = "VAE round trip PSNR dB", "baseline: latent-grid thumbnail PSNR dB"
 LOSS = "held-out denoising MSE (lower is better)"
 HIT, TYPE = "caption colour hit rate", "garment type hit rate (class-balanced; chance 50%)"
@@ -40,7 +40,7 @@ TARGETS = [("VAE round trip of held-out photos, dB PSNR", "photo_vae", 28.0, Tru
            ("shuffled-caption colour hit rate", "shuffled_hit", 0.20, False),
            ("garment type hit rate (class-balanced)", "caption_type", 0.70, True)]
 SAMPLE_STEPS, GUIDANCE = 8, 5.0  # DDIM steps and guidance of the held-out samples
-LOSS_TIMESTEPS = torch.linspace(100, 900, 5).long()  # where the held-out denoising loss is measured
+LOSS_TIMESTEPS = torch.linspace(100, 900, 3).long()  # where the held-out denoising loss is measured
 Scores = dict[str, np.ndarray]  # a number's name -> its value per held-out image, in one order
 
 
@@ -155,7 +155,7 @@ def target_rows(n: Scores) -> list[dict]:
 # Why a target can be missed at this size and what would close it (docs/training.md#the-embedded-base-fashionsynth-base)
 SHORTFALL = ("The embedded base is an 8.6M-parameter UNet trained 3500 steps of 16 images (about 2.5 hours on 2 CPU "
              "cores) with a 2-layer, 64-wide text encoder. Its caption following was still rising with training (colour "
-             "hit rate 42% at 1750 steps on these people, 60% at 3500), and the small text encoder binds colour words to "
+             "hit rate 42% at 1750 steps, 60% at 3500, on 100 held-out people of seed 3), and the small text encoder binds colour words to "
              "the wrong garment or to the whole figure (the grid shows one garment's colour or pattern spread over both). "
              "What it would take: a longer UNet schedule with EMA weights and a wider text encoder (hours more on these "
              "cores, minutes on a GPU), and a longer VAE schedule for the round trip (about +1 dB per 1000 steps when it "
@@ -220,9 +220,9 @@ def run_base(ctx: DemoContext) -> StageResult:
     captions, truths = held.captions(), held.images("photo")
 
     trained = load_components(base_dir)
-    vae_rows, vae_scores = round_trip_rows(trained.vae, held)
-    losses, loss_scores = loss_rows(trained, base_dir, held.tensors("photo"), captions,
-                                    "tiny" if ctx.from_scratch else "small")
+    vae_rows, vae_scores = ctx.timed("VAE round trip", lambda: round_trip_rows(trained.vae, held))
+    losses, loss_scores = ctx.timed("held-out denoising loss", lambda: loss_rows(
+        trained, base_dir, held.tensors("photo"), captions, "tiny" if ctx.from_scratch else "small"))
 
     def sample(prompts: list[str], guidance: float) -> list[Image.Image]:  # image i gets seed 7 + i, as its blind twin
         return generate(trained, prompts, size_hw=ctx.resolution, steps=ctx.pick(SAMPLE_STEPS, 2), guidance_scale=guidance,

@@ -100,8 +100,9 @@ def translations(ctx: DemoContext, base: Path, style_lora: Path, checkpoint: Pat
     return {
         STYLE_LORA: ctx.timed("translate with the style LoRA", lambda: translate(styled, photos, prompts, **style_settings).images),
         UNI: uni.images,
-        ABLATION: illustrate(model, photos, adapter_scale=0.0, **paper).images,
-    }, uni.sketches, translate(model.components, photos, [""] * len(photos), strength=0.0, show_progress=False).images
+        ABLATION: ctx.timed("translate without adapters", lambda: illustrate(model, photos, adapter_scale=0.0, **paper).images),
+    }, uni.sketches, ctx.timed("VAE round trip", lambda: translate(model.components, photos, [""] * len(photos), strength=0.0,
+                                                                   show_progress=False).images)
 
 
 def score_rows(results: dict[str, list[Image.Image]], truths, masks, parses) -> tuple[list[dict], dict[str, dict]]:

@@ -9,8 +9,8 @@ to 256x176 as CFLD does; SSIM/PSNR need no weights, LPIPS/FID appear only where 
   thick, over the source's background colour (right pose, right colours, no shapes). It reads the source image and
   both keypoint sets only, so it works on real photos too.
 Checks: CFLD beats each baseline on SSIM and on PSNR, each by a paired test over the test pairs of the per-pair scores
-`evaluate` computes on the protocol's resized outputs (demo.results.paired_beats): all 120 pairs the demo data holds
-(10 held-out identities x 4 poses, every ordered pair of two poses).
+`evaluate` computes on the protocol's resized outputs (demo.results.paired_beats): every second of the 120 pairs the
+demo data holds (10 held-out identities x 4 poses, every ordered pair of two poses), so 60 pairs, six per identity.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from atelier.training.losses import DiffusionLossConfig
 
 # paper: DDPM 50 steps; on the demo's CFLD, DDIM 6 steps scored as 10 (SSIM 0.51 vs 0.52, PSNR 15.85 vs 15.74 dB) in half the time
 SAMPLING = {"steps": 6, "scheduler": "ddim", "pose_scale": 2.0, "full_scale": 2.0, "seed": 0}
+PAIR_STRIDE = 2  # score every 2nd test pair (60 of 120; at all 120 the checks' p-values were 1e-20 to 1e-5)
 METRICS = ("ssim", "ssim_256", "psnr", "lpips", "fid")
 TORSO = (2, 5, 11, 8)  # right shoulder, left shoulder, left hip, right hip
 
@@ -172,6 +173,7 @@ def run_pose(ctx: DemoContext) -> StageResult:
     root = ctx.data / "deepfashion"
     split = load_pairs(root, "test")
     pairs = PosePairs(split, ctx.resolution, ctx.resolution, ctx.resolution, max_pairs=ctx.pick(None, 4))
+    pairs.pairs = pairs.pairs[::PAIR_STRIDE]  # every held-out identity, half its pairs: the stage's sampling time halved
     sampling = {**SAMPLING, "steps": ctx.pick(SAMPLING["steps"], 2)}
     folders = _write_methods(ctx, load_pose_model(run), pairs, sampling)
     labels = {"cfld": "CFLD (tiny, trained here)", "copy_source": "baseline: copy the source image",

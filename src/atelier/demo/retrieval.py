@@ -1,6 +1,7 @@
 """Demo task `retrieval`: UniFashion's retrieval and captioning half, tiny, on FashionSynth's retrieval layouts.
 
-Data (cached under OUT/retrieval-data): `write_retrieval` at 64x64, 320 people; the held-out people's products are the
+Data (cached under OUT/retrieval-data): `write_retrieval` at 64x64, 640 people, half of them held out (large val
+galleries, so a modification text alone rarely singles out the target); the held-out people's products are the
 FashionIQ val split and the FashionGen validation file, which no model sees in training. Trained (cached under
 OUT/retrieval): phase `pretrain` (ITC + ITM + captioning LM on the FashionGen train pairs), then phase `composed`
 (FashionIQ train triplets) from it.
@@ -40,10 +41,10 @@ from atelier.methods.unifashion.train import (
     normalise,
 )
 
-DATA = {"identities": 320, "size": (64, 64), "seed": 5, "test_fraction": 0.2}
-FAST_DATA = {"identities": 32}  # seed 5 at 32 people: 6 val triplets, the fewest a --fast check can test
+DATA = {"identities": 640, "size": (64, 64), "seed": 5, "test_fraction": 0.5}
+FAST_DATA = {"identities": 32, "test_fraction": 0.2}  # seed 5 at 32 people: 6 val triplets, the fewest a --fast check can test
 KS = (1, 5, 10, 50)
-PRETRAIN_STEPS, COMPOSED_STEPS = 300, 300  # 200 pretrain steps lost the composed-vs-text-only claim (measured)
+PRETRAIN_STEPS, COMPOSED_STEPS = 600, 300  # 200 pretrain steps lost the composed-vs-text-only claim; 600 vs 300: i2t R@1 51% vs 9%, captions ROUGE-L 50 vs 39 (measured)
 
 
 def ensure_data(ctx: DemoContext) -> Path:
@@ -255,10 +256,19 @@ def run_retrieval(ctx: DemoContext) -> StageResult:
                                                                 for i, row in enumerate(spread(shown, 6))),
                f"The {len(images)} FashionIQ-layout product images are indexed with the composed model in "
                "OUT/retrieval/catalogue: what `atelier search` and the web app's Search tab query.",
-               "The captioner shares the Q-Former with retrieval and trains 300 steps here: it names the garment type and "
-               "a colour but rarely the right pattern, so it does not yet beat copying a description (the constant or "
-               "the nearest training image's); the claim is kept and reported as measured."],
+               caption_note(checks[-2:])],
     )
+
+
+def caption_note(caption_checks: list[Check]) -> str:
+    """What the caption checks (beside the constant, beside the nearest training image's description) say, in words."""
+    names = ("a constant caption", "the nearest training image's description")
+    beaten = [name for name, check in zip(names, caption_checks) if check.passed]
+    missed = [name for name, check in zip(names, caption_checks) if not check.passed]
+    said = f"beats {' and '.join(beaten)}" if beaten else "beats neither baseline"
+    return (f"The captioner shares the Q-Former with retrieval and trains {PRETRAIN_STEPS} steps here, from scratch: it "
+            f"{said}" + (f", not {' or '.join(missed)}; the claim is kept and reported as measured (FashionSynth's "
+                         "products repeat, so a near-duplicate's description is a strong baseline)." if missed else "."))
 
 
 def _grid(data: Path, rows: list[dict]) -> list[list]:
