@@ -25,9 +25,19 @@ def heldout_attributes(data: Path) -> list[dict]:
     return [row for row in rows if row["split"] == "test"]
 
 
+PHOTO_STRIDE = 2  # 20 of the 40 held-out photos: the style and illustrate stages in half the sampling time
+
+
 def heldout_names(data: Path) -> list[str]:
     """File names of the held-out photos (style/test.lst), in its order."""
     return [line.strip() for line in (data / "style" / "test.lst").read_text().splitlines() if line.strip()]
+
+
+def scored_names(data: Path, fast: bool) -> list[str]:
+    """The held-out photos `style` and `illustrate` score: every PHOTO_STRIDE-th (all identities, half their poses),
+    the first 4 with --fast."""
+    names = heldout_names(data)
+    return names[:4] if fast else names[::PHOTO_STRIDE]
 
 
 @dataclass

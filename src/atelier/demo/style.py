@@ -19,8 +19,8 @@ each against (a) the true illustration and (b) the true illustration passed thro
 output is a VAE decoding, so on (a) none can beat the VAE's own rendering of the truth (the "ceiling" row) unless
 detail is restored; (b) removes that shared loss and measures what the denoising and the LoRA do. Checks: the
 translation with the LoRA beats the untranslated photo (with restored detail on (a); through the VAE on (b)) and the
-same translation without the LoRA, each by a paired test of per-image PSNR over all 40 held-out photos (all the demo
-data holds; demo.results.paired_beats); margins with their intervals and per-image win counts are reported beside
+same translation without the LoRA, each by a paired test of per-image PSNR over 20 of the 40 held-out photos (every
+second: all 10 held-out identities, 2 poses each; demo.heldout.scored_names; demo.results.paired_beats); margins with their intervals and per-image win counts are reported beside
 them, for SDEdit too.
 """
 
@@ -35,7 +35,7 @@ from PIL import Image
 from atelier.config import ModelConfig, TrainConfig, to_dict
 from atelier.demo.base_model import ensure_base
 from atelier.demo.context import DemoContext, cached
-from atelier.demo.heldout import HeldOut, heldout_names
+from atelier.demo.heldout import HeldOut, heldout_names, scored_names
 from atelier.demo.results import Check, Figure, StageResult, Table, all_of, paired_beats, spread
 from atelier.methods.style.train import StyleLoraConfig
 from atelier.metrics.paired import paired_test
@@ -208,7 +208,7 @@ def style_summary(lora_cfg: StyleLoraConfig, count: int, raw: dict[str, np.ndarr
 def run_style(ctx: DemoContext) -> StageResult:
     """Train (or reuse) the style LoRA, translate held-out photos and score them against the truth."""
     lora, lora_cfg = ensure_style_lora(ctx)
-    held = HeldOut(ctx.data, heldout_names(ctx.data)[: ctx.pick(None, 4)], ctx.resolution)
+    held = HeldOut(ctx.data, scored_names(ctx.data, ctx.fast), ctx.resolution)
     truths = held.images("illustration")
     headline = translations(ctx, ensure_base(ctx), lora, held.tensors("photo"), held.tensors("illustration"),
                             held.captions(PREFIX))
