@@ -244,3 +244,14 @@ def test_search_and_caption_handlers(ctx, app_runs, keeping):
     assert isinstance(words, str) and {p.name for p in result.files} == {"captions.json", "captions.html"}
     with pytest.raises(UserError, match="this tab needs a retrieval run"):
         caption(ctx, upload(product), "runs/pose")
+
+
+def test_caption_tab_offers_only_runs_with_a_captioner(app_runs, tmp_path):
+    """A composed-phase run (no captioner/) is a retrieval run too, but `atelier caption` refuses it: the tab's
+    dropdown must not offer it, or a demo's first choice (runs/demo/retrieval/composed) fails."""
+    from atelier.app.checkpoints import Checkpoint
+    from atelier.app.tabs.caption import has_captioner
+
+    assert has_captioner(Checkpoint("retrieval", app_runs / "retrieval" / "final", "runs/retrieval"))
+    (tmp_path / "final").mkdir()
+    assert not has_captioner(Checkpoint("retrieval", tmp_path / "final", "runs/composed"))

@@ -108,6 +108,16 @@ def config_of(runs: Path, name: str) -> dict:
     return found[0]
 
 
+def catalogue_product(runs: Path) -> str:
+    """The first image of the first catalogue index under `runs`: a product photo, what the captioner learned on."""
+    import json
+
+    from atelier.app.checkpoints import find_checkpoints
+
+    index = next(c for c in find_checkpoints([runs]) if c.task == "index")
+    return json.loads((index.path / "items.json").read_text(encoding="utf-8"))["paths"][0]
+
+
 def output_size(page, selector: str) -> tuple[int, int]:
     """(W, H) of the image shown in `selector`, once it has loaded."""
     page.wait_for_function("s => { const i = document.querySelector(s); return i && i.complete && i.naturalWidth > 0 }",
@@ -118,6 +128,7 @@ def output_size(page, selector: str) -> tuple[int, int]:
 def screenshot(page, name: str) -> None:
     folder = os.environ.get("ATELIER_APP_SCREENSHOTS")
     if folder:
+        page.wait_for_timeout(1000)  # let gradio's fade-in of fresh outputs finish
         Path(folder).mkdir(parents=True, exist_ok=True)
         path = Path(folder) / f"{name}.png"
         page.screenshot(path=str(path), full_page=True)
@@ -172,7 +183,7 @@ def test_every_built_task_has_a_tab_and_runs_in_the_browser(page, runs, tmp_path
     screenshot(page, "search")
 
     open_tab(page, "Caption")
-    page.locator("#caption-image input[type=file]").set_input_files(str(people[0]))
+    page.locator("#caption-image input[type=file]").set_input_files(catalogue_product(runs))
     page.click("#caption-run")
     page.wait_for_function("() => document.querySelectorAll('#caption-files a').length >= 2", timeout=RUN_SECONDS)
     assert "captions" in page.locator("#caption-files").inner_text()  # captions.json and .html offered (a 2-step

@@ -13,6 +13,14 @@ TITLE = "Caption"
 TASK = "retrieval"
 
 
+def has_captioner(checkpoint: checkpoints.Checkpoint) -> bool:
+    """Whether a retrieval run trained a captioner (phase pretrain with a language model; a composed-phase run has
+    none), so the tab offers only runs `atelier caption` accepts."""
+    from atelier.methods.unifashion.train import CAPTIONER_FOLDER
+
+    return (checkpoint.path / CAPTIONER_FOLDER / "captioner.json").is_file()
+
+
 def caption(ctx: AppContext, image: Any, checkpoint: str) -> tuple[str, Result]:
     """Run `atelier caption` on the uploaded image; returns the caption and the Result (captions.json, .html)."""
     chosen = checkpoints.resolve(checkpoint, TASK, ctx.checkpoints, ctx.roots)
@@ -32,7 +40,7 @@ def build(ctx: AppContext) -> None:
     with gr.Row():
         with gr.Column():
             image = gr.Image(label="image", type="filepath", sources=["upload"], elem_id="caption-image", height=320)
-            checkpoint = checkpoint_picker(ctx, TASK, "retrieval run with a captioner")
+            checkpoint = checkpoint_picker(ctx, TASK, "retrieval run with a captioner", keep=has_captioner)
             button = gr.Button("Caption", variant="primary", elem_id="caption-run")
         with gr.Column():
             text = gr.Textbox(label="caption", interactive=False, elem_id="caption-text")

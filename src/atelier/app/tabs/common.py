@@ -18,10 +18,10 @@ logger = logging.getLogger(__name__)
 SEED_MAX = 2**31 - 1
 
 
-def checkpoint_picker(ctx: AppContext, task: str, label: str) -> gr.Dropdown:
-    """A dropdown of the runs of `task` found under --checkpoints (a path may be typed in); above it, when none was
-    found, the message saying how to train one."""
-    found = ctx.of_task(task)
+def checkpoint_picker(ctx: AppContext, task: str, label: str, keep: Callable[[Any], bool] | None = None) -> gr.Dropdown:
+    """A dropdown of the runs of `task` found under --checkpoints (only those `keep` accepts, when given; a path may be
+    typed in); above it, when none was found, the message saying how to train one."""
+    found = [checkpoint for checkpoint in ctx.of_task(task) if keep is None or keep(checkpoint)]
     if not found:
         gr.Markdown(f"**{missing_message(task, ctx.roots)}**", elem_classes=["atelier-missing"])
     return gr.Dropdown(choices=[checkpoint.label for checkpoint in found], value=found[0].label if found else None,
