@@ -156,10 +156,10 @@ def read_openpose_json(path: str | os.PathLike, joints: int = JOINTS) -> np.ndar
     person = people[0]
     values = person.get("pose_keypoints_2d") if isinstance(person, dict) else None
     if not isinstance(values, list):
-        found = kind(person) if not isinstance(person, dict) else (
-            'no "pose_keypoints_2d"' if "pose_keypoints_2d" not in person else
-            f'"pose_keypoints_2d" is {kind(values)}')
-        raise UserError(f'{path}: people[0] has {found}; expected {expected}')
+        found = f"people[0] is {kind(person)}" if not isinstance(person, dict) else (
+            'people[0] has no "pose_keypoints_2d"' if "pose_keypoints_2d" not in person else
+            f"people[0].pose_keypoints_2d is {kind(values)}")
+        raise UserError(f"{path}: {found}; expected {expected}")
     if len(values) != joints * 3:
         raise UserError(f"{path}: people[0].pose_keypoints_2d has {len(values)} numbers; expected {joints * 3} "
                         f"({joints} joints x (x, y, confidence))")
