@@ -111,7 +111,7 @@ def image_size(path: Path, what: str) -> tuple[int, int]:
             return image.size
     except FileNotFoundError:
         raise UserError(f"{path}: {what} not found; check the dataset folder") from None
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as error:
         raise UserError(f"{path}: the {what} is not a readable image ({type(error).__name__}); check the file") from None
 
 
