@@ -1,4 +1,4 @@
-"""Bad input, one row per case: translate, generate, illustrate, pose-transfer and every reader (issue 19).
+"""Bad input, one row per case: translate, generate, illustrate, pose-transfer and every reader (issues 19, 16).
 
 Each row builds its bad input in a fresh folder, runs the command in-process (`tests.helpers.cli_outcome`) or the
 reader (`reader_outcome`, which maps errors as the CLI does) and asserts: the exit code, no traceback, one error line,
@@ -223,6 +223,56 @@ def keypoint_json(tmp: Path, data):
     return lambda: read_target_pose(str(tmp / "pose.json"), frame_hw=(256, 176))
 
 
+def vitonhd(tmp: Path, pairs: str = "a_00.jpg b_00.jpg\n") -> Path:
+    """A tiny VITON-HD test split: people and garments a_00, b_00 (8x6), their agnostic masks, the pairs file."""
+    for name in ("a_00", "b_00"):
+        for folder in ("image", "cloth"):
+            (tmp / "test" / folder).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 6)).save(tmp / "test" / folder / f"{name}.jpg")
+        (tmp / "test" / "agnostic-mask").mkdir(exist_ok=True)
+        Image.new("L", (8, 6)).save(tmp / "test" / "agnostic-mask" / f"{name}_mask.png")
+    (tmp / "test_pairs.txt").write_text(pairs)
+    return tmp
+
+
+def vitonhd_missing_garment(tmp: Path):
+    from atelier.data.formats.vitonhd import load_vitonhd
+
+    root = vitonhd(tmp, "a_00.jpg b_00.jpg\nb_00.jpg ghost_00.jpg\n")
+    return lambda: load_vitonhd(root, "test")
+
+
+def vitonhd_mask_size(tmp: Path):
+    from atelier.data.formats.vitonhd import load_vitonhd
+
+    root = vitonhd(tmp)
+    Image.new("L", (6, 8)).save(root / "test" / "agnostic-mask" / "a_00_mask.png")
+    return lambda: [load_vitonhd(root, "test").agnostic_mask(pair) for pair in load_vitonhd(root, "test").pairs]
+
+
+def openpose_json(tmp: Path, data):
+    from atelier.data.formats.vitonhd import read_openpose_json
+
+    (tmp / "a_00_keypoints.json").write_text(json.dumps(data))
+    return lambda: read_openpose_json(tmp / "a_00_keypoints.json")
+
+
+def dresscode_pairs(tmp: Path, data: str):
+    from atelier.data.formats.dresscode import load_dresscode
+
+    (tmp / "upper_body" / "images").mkdir(parents=True)
+    Image.new("RGB", (8, 6)).save(tmp / "upper_body" / "images" / "000001_0.jpg")
+    (tmp / "test_pairs_paired.txt").write_text(data)
+    return lambda: load_dresscode(tmp, "test", "paired")
+
+
+def dresscode_keypoints(tmp: Path, data):
+    from atelier.data.formats.dresscode import read_keypoints
+
+    (tmp / "000001_2.json").write_text(json.dumps(data))
+    return lambda: read_keypoints(tmp / "000001_2.json")
+
+
 def weights_file(tmp: Path, name: str, data: bytes):
     from atelier.weights import load_state_dict
 
@@ -377,6 +427,16 @@ CASES = [
     row("reader-keypoint-json-bools", reader(keypoint_json, {"keypoints_y": [True] * 18, "keypoints_x": XS}), r"pose\.json: keypoints_y\[0\] is True"),
     row("reader-keypoint-json-x-is-a-number", reader(keypoint_json, {"keypoints_y": YS, "keypoints_x": 5}), r"pose\.json: key keypoints_x is a int"),
     row("reader-keypoint-json-infinity", reader(keypoint_json, {"keypoints_y": YS, "keypoints_x": [float("inf")] * 18}), r"pose\.json: keypoints_x\[0\] \(nose\) is inf"),
+    # readers: try-on (VITON-HD with MGD's additions, DressCode)
+    row("reader-vitonhd-pair-names-missing-garment", reader(vitonhd_missing_garment), r"test_pairs\.txt, line 2: the garment image ghost_00\.jpg does not exist in .*test/cloth"),
+    row("reader-vitonhd-mask-of-another-size", reader(vitonhd_mask_size), r"agnostic-mask/a_00_mask\.png: the agnostic mask is 6x8 but its image a_00\.jpg is 8x6"),
+    row("reader-vitonhd-pairs-three-fields", lambda t: reader_outcome(lambda: __import__("atelier.data.formats.vitonhd", fromlist=["x"]).load_vitonhd(vitonhd(t, "a_00.jpg b_00.jpg 1\n"), "test")), r"test_pairs\.txt, line 1: 3 fields; expected 2"),
+    row("reader-openpose-no-people", reader(openpose_json, {"version": 1.3, "people": []}), r"a_00_keypoints\.json: no people \(an empty list\)"),
+    row("reader-openpose-74-numbers", reader(openpose_json, {"people": [{"pose_keypoints_2d": [1.0] * 74}]}), r"a_00_keypoints\.json: people\[0\]\.pose_keypoints_2d has 74 numbers; expected 75"),
+    row("reader-openpose-strings", reader(openpose_json, {"people": [{"pose_keypoints_2d": ["1"] * 75}]}), r"a_00_keypoints\.json: people\[0\]\.pose_keypoints_2d\[0\] is '1'; expected a number"),
+    row("reader-dresscode-pair-names-missing-garment", reader(dresscode_pairs, "000001_0.jpg 000001_1.jpg 0\n"), r"test_pairs_paired\.txt, line 1: the garment image 000001_1\.jpg does not exist"),
+    row("reader-dresscode-pairs-without-category", reader(dresscode_pairs, "000001_0.jpg 000001_1.jpg\n"), r"test_pairs_paired\.txt, line 1: 2 fields; expected 3"),
+    row("reader-dresscode-keypoints-no-joints", reader(dresscode_keypoints, {"keypoints": []}), r"000001_2\.json: \"keypoints\" holds 0 joints; expected 18"),
     # readers: weights files
     row("reader-pickle-named-safetensors", reader(weights_file, "cfld.safetensors", pickle.dumps({"a": 1})), r"cfld\.safetensors is not a readable safetensors file"),
     row("reader-pickle-that-runs-code", lambda t: reader_outcome(weights_file(t, "duallora.bin", pickle.dumps(_RunsCode(t / "pwned")))), r"duallora\.bin pickles Python objects other than tensors"),

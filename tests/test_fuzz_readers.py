@@ -3,7 +3,8 @@ result or a UserError, nothing else (no UnicodeDecodeError, csv.Error, Recursion
 
 Readers: the DeepFashion pairs CSV and annotation (keypoint) CSV, keypoint JSON files and annotation rows
 (--target-pose), captioned folders (metadata.jsonl and .txt sidecars), list files, and the retrieval benchmarks'
-files (FashionIQ caption and split JSON, Fashion200K label files, FashionGen HDF5). A result is also checked for
+files (FashionIQ caption and split JSON, Fashion200K label files, FashionGen HDF5), and the try-on benchmarks' pairs
+files, keypoint JSON and captions (VITON-HD with MGD's additions, DressCode). A result is also checked for
 form where there is one to check (keypoints: 18 finite (y, x) pairs), and a UserError for being one line. Each property
 runs 60 examples, drawn from a fixed seed (a failure reproduces; to explore further, raise max_examples or drop
 derandomize locally); no deadline, as the machine may be busy.
@@ -21,10 +22,14 @@ from hypothesis import strategies as st
 
 from atelier.data.formats.captioned import read_captioned_folder
 from atelier.data.formats.deepfashion import read_annotations, read_pairs
+from atelier.data.formats.dresscode import read_keypoints as read_dresscode_keypoints
+from atelier.data.formats.dresscode import read_pairs as read_dresscode_pairs
 from atelier.data.formats.fashion200k import read_labels
 from atelier.data.formats.fashiongen import FashionGenH5
 from atelier.data.formats.fashioniq import read_split, read_triplets
 from atelier.data.formats.lists import read_list, select_listed
+from atelier.data.formats.vitonhd import read_captions, read_openpose_json
+from atelier.data.formats.vitonhd import read_pairs as read_vitonhd_pairs
 from atelier.data.pairs import keypoints_from_json, read_target_pose
 from atelier.errors import UserError
 from tests.helpers import write_random_photos
@@ -283,3 +288,80 @@ def test_fashiongen_h5(scratch: Path, data: bytes) -> None:
 
     rows = result_or_user_error(read_all)
     assert rows is None or all(size[0] > 0 and all(isinstance(text, str) for text in texts) for size, *texts in rows)
+
+
+TRYON = {
+    "vitonhd_pairs": b"00006_00.jpg 00008_00.jpg\n\n00008_00.jpg\t00006_00.jpg\n",
+    "openpose": json.dumps({"version": 1.3, "people": [
+        {"person_id": [-1], "pose_keypoints_2d": [float(v % 97) for v in range(75)]}]}).encode(),
+    "captions": json.dumps({"00006": ["red top", "short sleeves"], "00008": ["stripes"]}).encode(),
+    "dresscode_pairs": b"000001_0.jpg 000002_1.jpg 0\n013563_0.jpg 013563_1.jpg 1\n020714_0.jpg 020714_1.jpg 2\n",
+    "dresscode_keypoints": json.dumps({"keypoints": [[100.0 + j, 200.0 + j, 0.9, j] for j in range(18)]}).encode(),
+}
+
+
+@FUZZ
+@given(data=file_bytes(TRYON["vitonhd_pairs"]))
+def test_vitonhd_pairs_file(scratch: Path, data: bytes) -> None:
+    (scratch / "test_pairs.txt").write_bytes(data)
+    pairs = result_or_user_error(lambda: read_vitonhd_pairs(scratch / "test_pairs.txt"))
+    for pair in pairs or []:
+        assert pair.person and pair.garment and "/" not in pair.person + pair.garment and pair.line > 0
+
+
+@FUZZ
+@given(data=file_bytes(TRYON["openpose"]))
+def test_openpose_keypoint_json(scratch: Path, data: bytes) -> None:
+    (scratch / "p0_keypoints.json").write_bytes(data)
+    keypoints = result_or_user_error(lambda: read_openpose_json(scratch / "p0_keypoints.json"))
+    assert keypoints is None or (keypoints.shape == (25, 3) and np.isfinite(keypoints).all())
+
+
+@FUZZ
+@given(data=file_bytes(TRYON["captions"]))
+def test_mgd_captions(scratch: Path, data: bytes) -> None:
+    (scratch / "captions.json").write_bytes(data)
+    captions = result_or_user_error(lambda: read_captions(scratch / "captions.json"))
+    for key, phrases in (captions or {}).items():
+        assert isinstance(key, str) and all(isinstance(phrase, str) for phrase in phrases)
+
+
+@FUZZ
+@given(data=file_bytes(TRYON["dresscode_pairs"]), in_category=st.booleans())
+def test_dresscode_pairs_file(scratch: Path, data: bytes, in_category: bool) -> None:
+    (scratch / "train_pairs.txt").write_bytes(data)
+    category = "lower_body" if in_category else None
+    pairs = result_or_user_error(lambda: read_dresscode_pairs(scratch / "train_pairs.txt", category))
+    for pair in pairs or []:
+        assert pair.person.endswith("_0.jpg") and pair.garment.endswith("_1.jpg") and pair.person_id
+        assert pair.category == (category or pair.category) and pair.category in ("upper_body", "lower_body", "dresses")
+
+
+@FUZZ
+@given(data=file_bytes(TRYON["dresscode_keypoints"]))
+def test_dresscode_keypoint_json(scratch: Path, data: bytes) -> None:
+    (scratch / "000001_2.json").write_bytes(data)
+    keypoints = result_or_user_error(lambda: read_dresscode_keypoints(scratch / "000001_2.json"))
+    assert keypoints is None or (keypoints.shape[0] == 18 and keypoints.shape[1] >= 2 and np.isfinite(keypoints).all())
+
+
+TRYON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=20) | st.dictionaries(
+        st.sampled_from(["people", "pose_keypoints_2d", "keypoints"]), children, max_size=3),
+    max_leaves=80,
+)
+
+
+@FUZZ
+@given(data=st.one_of(TRYON_VALUES, st.builds(lambda values: {"people": [{"pose_keypoints_2d": values}]},
+                                               st.lists(TRYON_VALUES, min_size=75, max_size=75)),
+                      st.builds(lambda rows: {"keypoints": rows}, st.lists(st.lists(TRYON_VALUES, max_size=4),
+                                                                           min_size=18, max_size=18))))
+def test_tryon_keypoint_json_values(scratch: Path, data) -> None:
+    """Structured JSON (any values where the numbers go) through both try-on keypoint readers."""
+    (scratch / "values.json").write_text(json.dumps(data))
+    openpose = result_or_user_error(lambda: read_openpose_json(scratch / "values.json"))
+    assert openpose is None or (openpose.shape == (25, 3) and np.isfinite(openpose).all())
+    dresscode = result_or_user_error(lambda: read_dresscode_keypoints(scratch / "values.json"))
+    assert dresscode is None or (dresscode.shape[0] == 18 and np.isfinite(dresscode).all())
