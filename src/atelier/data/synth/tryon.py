@@ -226,6 +226,25 @@ def _sketches(cloths: list[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
+def tryon_splits(identities: int, seed: int, test_fraction: float) -> dict[int, str]:
+    """Identity number -> `train` or `test` for the identities wearing a top (the held-out ones of `synthesize` are
+    test); UserError when no train person or fewer than 2 test people wear a top (the unpaired test pairs need
+    another person's top)."""
+    if not 0.0 < test_fraction < 1.0:
+        raise UserError(f"--test-fraction must be between 0 and 1 (exclusive), e.g. 0.2; got {test_fraction}")
+    if identities < 1:
+        raise UserError(f"--identities must be at least 1; got {identities}")
+    held = set(held_out_identities(identities, seed, max(1, int(round(identities * test_fraction)))))
+    wearing = [n for n in range(1, identities + 1) if _identity(seed, n).garment("top") is not None]
+    splits = {n: "test" if n in held else "train" for n in wearing}
+    people = {split: [n for n in wearing if splits[n] == split] for split in SPLITS}
+    if not people["train"] or len(people["test"]) < 2:
+        raise UserError(f"--tryon: {identities} identities with --test-fraction {test_fraction} give "
+                        f"{len(people['train'])} train and {len(people['test'])} test people wearing a top; it needs "
+                        "at least 1 and 2 (dress wearers are skipped): use more identities or a larger --test-fraction")
+    return splits
+
+
 def write_tryon(
     out: Path,
     identities: int = 40,
@@ -241,18 +260,9 @@ def write_tryon(
     size = (int(size[0]), int(size[1]))
     if min(size) < 32:
         raise UserError(f"--tryon-size must be WxH with both sides at least 32 pixels, e.g. 192x256; got {size}")
-    if not 0.0 < test_fraction < 1.0:
-        raise UserError(f"--test-fraction must be between 0 and 1 (exclusive), e.g. 0.2; got {test_fraction}")
-    if identities < 1:
-        raise UserError(f"--identities must be at least 1; got {identities}")
-    held = set(held_out_identities(identities, seed, max(1, int(round(identities * test_fraction)))))
-    wearing = [n for n in range(1, identities + 1) if _identity(seed, n).garment("top") is not None]
-    splits = {n: "test" if n in held else "train" for n in wearing}
+    splits = tryon_splits(identities, seed, test_fraction)
+    wearing = sorted(splits)
     people = {split: [n for n in wearing if splits[n] == split] for split in SPLITS}
-    if not people["train"] or len(people["test"]) < 2:
-        raise UserError(f"--tryon: {identities} identities with --test-fraction {test_fraction} give "
-                        f"{len(people['train'])} train and {len(people['test'])} test people wearing a top; it needs "
-                        "at least 1 and 2 (dress wearers are skipped): use more identities or a larger --test-fraction")
     out = prepare_out_dir(out, overwrite, "--overwrite")
     for owned in OWNED:  # a rerun must not leave people of an earlier, larger run behind
         target = out / owned
