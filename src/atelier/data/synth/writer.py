@@ -37,7 +37,7 @@ from atelier.utils.progress import progress
 logger = logging.getLogger(__name__)
 
 FASHIONSYNTH_VERSION = 1
-OWNED = ("deepfashion", "style", "labels", "fashionsynth.json", "retrieval")  # retrieval/: `atelier synth --retrieval`
+OWNED = ("deepfashion", "style", "labels", "fashionsynth.json", "retrieval", "tryon")  # `atelier synth --retrieval/--tryon`
 SPLITS = ("train", "test")
 
 

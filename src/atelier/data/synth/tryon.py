@@ -1,0 +1,312 @@
+"""Write FashionSynth people in the VITON-HD try-on layout (with MGD's captions and sketches), so try-on has ground
+truth in the paired setting: the person image itself is the paired target.
+
+    out/train_pairs.txt, out/test_pairs.txt   train: each person with their own top; test: each test person with
+                                              another test person's top (deterministic by seed)
+    out/{train,test}/image/<id>_00.jpg              the person, one frontal photo per identity
+                     cloth/<id>_00.jpg              their top alone on white (the person's image size)
+                     cloth-mask/<id>_00.jpg         the top's mask
+                     image-parse-v3/<id>_00.png     FashionSynth's parse labels 0-7 as a palette PNG
+                     agnostic-v3.2/<id>_00.jpg      the person, grey 128 where agnostic-mask is set
+                     agnostic-mask/<id>_00_mask.png the VITON-HD rule: top and arms from the parse map, dilated a few
+                                                    px, plus the torso polygon between shoulders and hips; head,
+                                                    lower-body garments, legs and shoes are kept
+                     image-densepose/<id>_00.jpg    a DensePose-STYLE image, NOT DensePose: channel 0 = body part
+                                                    index x 16 (0 background), channel 1 = position along the part's
+                                                    bone, channel 2 = position across it (both 0-255)
+                     openpose_json/<id>_00_keypoints.json   BODY_25 converted from the 18 COCO-order joints, in the
+                                                    written image's pixels (mid-hip = mean of both hips; feet and
+                                                    missing joints 0, 0, 0)
+                     im_sketch/<id>_00.png          XDoG sketch of the person's own top (black lines on white)
+      test only:     im_sketch_unpaired/<id>_00_<other>_00.png   the sketch of the top the test pair gives them
+    out/captions.json                         {"<id>": [noun phrases]} from each top's colour, pattern and sleeves
+    out/tryon.json                            arguments, counts, identity splits
+
+Identities are the ones `synthesize` draws for the same seed, split by the same `held_out_identities`; dress wearers
+are skipped (VITON-HD is upper-body try-on). Every file is written atomically and reruns are byte-identical.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from scipy import ndimage
+
+from atelier import __version__
+from atelier.data.pose import FRAME_HW
+from atelier.data.synth.body import BOTTOM, TOP, complete_skeleton
+from atelier.data.synth.identity import Identity, sample_identity
+from atelier.data.synth.poses import sample_pose
+from atelier.data.synth.products import Product, render_product
+from atelier.data.synth.render import render
+from atelier.data.synth.writer import default_workers, held_out_identities, ordered_map
+from atelier.errors import UserError
+from atelier.utils.io import prepare_out_dir, write_bytes, write_json, write_text
+
+TRYON_VERSION = 1
+OWNED = ("train", "test", "train_pairs.txt", "test_pairs.txt", "captions.json", "tryon.json")
+SPLITS = ("train", "test")
+GREY = 128
+HAIR, FACE, SKIN, SHOES = 1, 2, 3, 7
+# parse label colours of the palette PNG (0 background ... 7 shoes)
+PARSE_PALETTE = ((0, 0, 0), (128, 0, 0), (255, 160, 120), (220, 130, 90), (255, 85, 0), (0, 85, 85), (0, 128, 255),
+                 (85, 51, 0))  # fmt: skip
+# BODY_25 index -> COCO-18 (OpenPose order) index; 8 (mid-hip) is the mean of the hips, 19-24 (feet) are missing
+BODY25_FROM_COCO = {0: 0, 1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6, 7: 7, 9: 8, 10: 9, 11: 10, 12: 11, 13: 12, 14: 13,
+                    15: 14, 16: 15, 17: 16, 18: 17}  # fmt: skip
+# bones of the DensePose-style image and of the arm test: (joint a, joint b), in COCO-18 order
+ARM_BONES = ((2, 3), (3, 4), (5, 6), (6, 7))
+OTHER_BONES = ((1, 0), (1, 8), (1, 11), (8, 9), (9, 10), (11, 12), (12, 13))
+PART_BONES = ((0, 1), (1, 8), (1, 11), *ARM_BONES, (8, 9), (9, 10), (11, 12), (12, 13))  # head, torso x2, arms, legs
+PART_INDEX = (1, 2, 2, 3, 4, 5, 6, 7, 8, 9, 10)  # the part of each PART_BONES entry (torso halves share 2)
+
+
+@dataclass
+class TryOnSummary:
+    """What write_tryon wrote: the root, people per split, dress wearers skipped, pairs per split, seconds."""
+
+    out: Path
+    identities: dict[str, int]
+    skipped: int
+    pairs: dict[str, int]
+    seconds: float
+
+
+def _bone_geometry(points: np.ndarray, bones, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every pixel and bone: distance to the bone segment, position along it (0-1) and signed offset across it
+    (pixels), each (len(bones), H, W). `points` are (y, x) image pixels."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    distances, along, across = [], [], []
+    for a, b in bones:
+        start, end = points[a].astype(np.float32), points[b].astype(np.float32)
+        direction = end - start
+        length2 = max(float(direction @ direction), 1e-6)
+        t = np.clip(((ys - start[0]) * direction[0] + (xs - start[1]) * direction[1]) / length2, 0.0, 1.0)
+        dy, dx = ys - (start[0] + t * direction[0]), xs - (start[1] + t * direction[1])
+        distances.append(np.hypot(dy, dx))
+        along.append(t)
+        across.append((dx * direction[0] - dy * direction[1]) / np.sqrt(length2))
+    return np.stack(distances), np.stack(along), np.stack(across)
+
+
+def agnostic_mask(parse: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """The VITON-HD agnostic region, bool (H, W): the top and the arms' skin (skin pixels nearest an arm bone) of the
+    parse map, dilated a few pixels, plus the torso polygon between the shoulders and the hips; hair, face, lower-body
+    garments, shoes and leg skin are kept. `points` are the 18 joints as (y, x) image pixels, every joint filled."""
+    height, width = parse.shape
+    distances, _, _ = _bone_geometry(points, ARM_BONES + OTHER_BONES, height, width)
+    arms = (parse == SKIN) & (distances.argmin(0) < len(ARM_BONES))
+    region = ndimage.binary_dilation((parse == TOP) | arms, iterations=max(1, round(3 * height / 256)))
+    polygon = Image.new("L", (width, height), 0)
+    corners = [(float(points[j, 1]), float(points[j, 0])) for j in (2, 5, 11, 8)]  # shoulders, then hips
+    ImageDraw.Draw(polygon).polygon(corners, fill=255)
+    region |= np.asarray(polygon) > 0
+    legs = (parse == SKIN) & ~arms & (distances[len(ARM_BONES) + 3 :].min(0) <= distances[: len(ARM_BONES)].min(0))
+    return region & ~np.isin(parse, (HAIR, FACE, BOTTOM, SHOES)) & ~legs
+
+
+def agnostic_image(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The person with grey 128 exactly where `mask` is set (uint8 (H, W, 3))."""
+    out = image.copy()
+    out[mask] = GREY
+    return out
+
+
+def densepose_style(parse: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """A DensePose-STYLE image (not DensePose): on the figure (parse > 0) channel 0 = index of the nearest body part
+    x 16, channel 1 = position along its bone, channel 2 = position across it (0-255); 0 off the figure."""
+    height, width = parse.shape
+    distances, along, across = _bone_geometry(points, PART_BONES, height, width)
+    nearest = distances.argmin(0)
+    pick = np.take_along_axis
+    t = pick(along, nearest[None], 0)[0]
+    offset = pick(across, nearest[None], 0)[0]
+    half = max(4.0, 24.0 * height / 256)
+    out = np.zeros((height, width, 3), dtype=np.uint8)
+    figure = parse > 0
+    out[..., 0] = np.where(figure, np.asarray(PART_INDEX, dtype=np.uint8)[nearest] * 16, 0)
+    out[..., 1] = np.where(figure, np.round(t * 255), 0).astype(np.uint8)
+    out[..., 2] = np.where(figure, np.round(np.clip(0.5 + offset / (2 * half), 0, 1) * 255), 0).astype(np.uint8)
+    return out
+
+
+def body25(keypoints: np.ndarray, size: tuple[int, int]) -> list[float]:
+    """75 numbers (x, y, confidence per BODY_25 joint) from 18 frame keypoints (y, x; -1 missing) in the pixels of
+    an image of size (W, H): known joints confidence 1, missing ones and the feet (0, 0, 0), mid-hip the hips' mean."""
+    width, height = size
+    scale = np.array([width / FRAME_HW[1], height / FRAME_HW[0]])
+    coco = [None if min(point) < 0 else np.round(np.array([point[1], point[0]]) * scale, 3) for point in keypoints]
+    joints = np.zeros((25, 3))
+    for index, source in BODY25_FROM_COCO.items():
+        if coco[source] is not None:
+            joints[index] = (*coco[source], 1.0)
+    if coco[8] is not None and coco[11] is not None:
+        joints[8] = (*((coco[8] + coco[11]) / 2), 1.0)
+    return [float(value) for value in joints.reshape(-1)]
+
+
+def _encode(array: np.ndarray, fmt: str, palette: bool = False) -> bytes:
+    image = Image.fromarray(array, "P" if palette else None)
+    if palette:
+        image.putpalette([value for rgb in PARSE_PALETTE for value in rgb])
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    return buffer.getvalue()
+
+
+def _identity(seed: int, number: int) -> Identity:
+    """The identity `synthesize` draws for this seed and number."""
+    return sample_identity(np.random.default_rng([seed, number]), number)
+
+
+def _render_job(job: tuple[int, int, tuple[int, int], str]) -> dict:
+    """One person's arrays: photo, parse, agnostic mask and image, DensePose-style image, cloth and its mask, and the
+    BODY_25 keypoints. Seeded by (seed, 3, identity) alone, so workers give identical files."""
+    number, seed, size, split = job
+    width, height = size
+    identity = _identity(seed, number)
+    rng = np.random.default_rng([seed, 3, number])
+    pose = sample_pose(rng, identity, view="front")
+    noise = int(rng.integers(2**31))
+    result = render(identity, pose.keypoints, size, "photo", seed=noise)
+    points = complete_skeleton(pose.keypoints, (height, width)).points
+    photo = np.asarray(result.image)
+    mask = agnostic_mask(result.parse, points)
+    top = identity.garment("top")
+    product = Product(f"FS{number:06d}T", identity, top, split)
+    cloth = render_product(product, size, seed=noise)
+    cloth_mask = _product_mask(product, size)
+    return {
+        "image": photo, "parse": result.parse, "mask": mask, "agnostic": agnostic_image(photo, mask),
+        "densepose": densepose_style(result.parse, points), "cloth": np.asarray(cloth), "cloth_mask": cloth_mask,
+        "keypoints": body25(pose.keypoints, size),
+    }  # fmt: skip
+
+
+def _product_mask(product: Product, size: tuple[int, int]) -> np.ndarray:
+    """The garment's mask on the product photo of `render_product` (same crop, fit and placement), uint8 0/255."""
+    from dataclasses import replace
+
+    from atelier.data.synth.body import GARMENT_LABELS
+    from atelier.data.synth.products import FILL, product_keypoints
+
+    width, height = size
+    scale = max(1, int(np.ceil(2 * max(width, height) / 256)))
+    alone = replace(product.identity, garments=(product.garment,))
+    parse = render(alone, product_keypoints(alone), (176 * scale, 256 * scale), "photo", seed=0).parse
+    mask = parse == GARMENT_LABELS[product.garment.kind]
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+    fit = FILL * min(width / (box[2] - box[0]), height / (box[3] - box[1]))
+    fitted = (max(1, round((box[2] - box[0]) * fit)), max(1, round((box[3] - box[1]) * fit)))
+    alpha = Image.fromarray(mask.astype(np.uint8) * 255).crop(box).resize(fitted, Image.Resampling.LANCZOS)
+    out = np.zeros((height, width), dtype=np.uint8)
+    left, top = (width - fitted[0]) // 2, (height - fitted[1]) // 2
+    out[top : top + fitted[1], left : left + fitted[0]] = np.where(np.asarray(alpha) >= 128, 255, 0)
+    return out
+
+
+def _sketches(cloths: list[np.ndarray]) -> list[np.ndarray]:
+    """XDoG sketches of the garment photos, black lines on white, uint8 (H, W)."""
+    import torch
+
+    from atelier.methods.unidllora.sketch import xdog_sketch
+
+    out = []
+    for cloth in cloths:
+        tensor = torch.from_numpy(cloth.astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]
+        lines = xdog_sketch(tensor)[0, 0].numpy()
+        out.append(np.round(255.0 * (1.0 - lines)).astype(np.uint8))
+    return out
+
+
+def tryon_splits(identities: int, seed: int, test_fraction: float) -> dict[int, str]:
+    """Identity number -> `train` or `test` for the identities wearing a top (the held-out ones of `synthesize` are
+    test); UserError when no train person or fewer than 2 test people wear a top (the unpaired test pairs need
+    another person's top)."""
+    if not 0.0 < test_fraction < 1.0:
+        raise UserError(f"--test-fraction must be between 0 and 1 (exclusive), e.g. 0.2; got {test_fraction}")
+    if identities < 1:
+        raise UserError(f"--identities must be at least 1; got {identities}")
+    held = set(held_out_identities(identities, seed, max(1, int(round(identities * test_fraction)))))
+    wearing = [n for n in range(1, identities + 1) if _identity(seed, n).garment("top") is not None]
+    splits = {n: "test" if n in held else "train" for n in wearing}
+    people = {split: [n for n in wearing if splits[n] == split] for split in SPLITS}
+    if not people["train"] or len(people["test"]) < 2:
+        raise UserError(f"--tryon: {identities} identities with --test-fraction {test_fraction} give "
+                        f"{len(people['train'])} train and {len(people['test'])} test people wearing a top; it needs "
+                        "at least 1 and 2 (dress wearers are skipped): use more identities or a larger --test-fraction")
+    return splits
+
+
+def write_tryon(
+    out: Path,
+    identities: int = 40,
+    size: tuple[int, int] = (192, 256),
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    overwrite: bool = False,
+) -> TryOnSummary:
+    """Write the top wearers among `identities` FashionSynth identities in the VITON-HD layout under `out` (see the
+    module docstring) at size (W, H). Refuses a side below 32 px, and a draw with no train person or fewer than 2
+    test people wearing a top (the unpaired test pairs need another person's top)."""
+    started = time.perf_counter()
+    size = (int(size[0]), int(size[1]))
+    if min(size) < 32:
+        raise UserError(f"--tryon-size must be WxH with both sides at least 32 pixels, e.g. 192x256; got {size}")
+    splits = tryon_splits(identities, seed, test_fraction)
+    wearing = sorted(splits)
+    people = {split: [n for n in wearing if splits[n] == split] for split in SPLITS}
+    out = prepare_out_dir(out, overwrite, "--overwrite")
+    for owned in OWNED:  # a rerun must not leave people of an earlier, larger run behind
+        target = out / owned
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    jobs = [(n, seed, size, splits[n]) for n in wearing]
+    renders = dict(zip(wearing, ordered_map(_render_job, jobs, default_workers(len(jobs)), "FashionSynth try-on")))
+    sketches = dict(zip(wearing, _sketches([renders[n]["cloth"] for n in wearing])))
+    order = np.random.default_rng([seed, 4]).permutation(len(people["test"]))
+    test_people = [people["test"][i] for i in order]
+    partner = {n: test_people[(i + 1) % len(test_people)] for i, n in enumerate(test_people)}
+    pairs = {"train": [(n, n) for n in people["train"]], "test": [(n, partner[n]) for n in people["test"]]}
+    captions = {}
+    for number in wearing:
+        arrays, split = renders[number], splits[number]
+        name, root = f"{number:05d}_00", out / splits[number]
+        write_bytes(root / "image" / f"{name}.jpg", _encode(arrays["image"], "JPEG"))
+        write_bytes(root / "cloth" / f"{name}.jpg", _encode(arrays["cloth"], "JPEG"))
+        write_bytes(root / "cloth-mask" / f"{name}.jpg", _encode(arrays["cloth_mask"], "JPEG"))
+        write_bytes(root / "image-parse-v3" / f"{name}.png", _encode(arrays["parse"], "PNG", palette=True))
+        write_bytes(root / "agnostic-v3.2" / f"{name}.jpg", _encode(arrays["agnostic"], "JPEG"))
+        write_bytes(root / "agnostic-mask" / f"{name}_mask.png", _encode(arrays["mask"].astype(np.uint8) * 255, "PNG"))
+        write_bytes(root / "image-densepose" / f"{name}.jpg", _encode(arrays["densepose"], "JPEG"))
+        write_json(root / "openpose_json" / f"{name}_keypoints.json",
+                   {"version": 1.3, "people": [{"person_id": [-1], "pose_keypoints_2d": arrays["keypoints"]}]})
+        write_bytes(root / "im_sketch" / f"{name}.png", _encode(sketches[number], "PNG"))
+        if split == "test":
+            other = partner[number]
+            write_bytes(root / "im_sketch_unpaired" / f"{name}_{other:05d}_00.png", _encode(sketches[other], "PNG"))
+        top = _identity(seed, number).garment("top")
+        product = Product(f"FS{number:06d}T", _identity(seed, number), top, split)
+        sleeves = "long sleeves" if top.cut == "long-sleeved" else "short sleeves"
+        captions[f"{number:05d}"] = [f"{top.colour} {product.noun}", sleeves, product.pattern_phrase]
+    for split in SPLITS:
+        write_text(out / f"{split}_pairs.txt", "".join(f"{a:05d}_00.jpg {b:05d}_00.jpg\n" for a, b in pairs[split]))
+    write_json(out / "captions.json", captions)
+    counts = {"identities": {split: len(people[split]) for split in SPLITS},
+              "skipped": identities - len(wearing), "pairs": {split: len(pairs[split]) for split in SPLITS}}
+    write_json(out / "tryon.json", {
+        "generator": "atelier FashionSynth try-on", "version": TRYON_VERSION, "atelier_version": __version__,
+        "arguments": {"identities": identities, "size": list(size), "seed": seed, "test_fraction": test_fraction},
+        "counts": counts, "splits": {split: people[split] for split in SPLITS},
+        "skipped_dress_wearers": [n for n in range(1, identities + 1) if n not in splits],
+    })  # fmt: skip
+    return TryOnSummary(out, seconds=time.perf_counter() - started, **counts)
