@@ -15,7 +15,6 @@ FashionIQ val and test, the rest are train; FashionGen train is FashionIQ train,
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from atelier import __version__
 from atelier.data.synth.identity import sample_identity
 from atelier.data.synth.products import Product, products_of, render_product
 from atelier.data.synth.triplets import make_triplets
-from atelier.data.synth.writer import default_workers, held_out_identities, ordered_map
+from atelier.data.synth.writer import clear_owned, default_workers, held_out_identities, ordered_map
 from atelier.errors import UserError
 from atelier.utils.io import atomic_path, prepare_out_dir, save_image, write_json
 
@@ -138,12 +137,7 @@ def write_retrieval(
         raise UserError(f"--retrieval-size must be WxH with both sides at least 32 pixels, e.g. 256x256; got {size}")
     splits = retrieval_splits(identities, seed, test_fraction)
     out = prepare_out_dir(out, overwrite, "--overwrite")
-    for owned in OWNED:  # a rerun must not leave products of an earlier, larger run behind
-        target = out / owned
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
+    clear_owned(out, OWNED)  # a rerun must not leave products of an earlier, larger run behind
     products = [
         product for number in range(1, identities + 1)
         for product in products_of(sample_identity(np.random.default_rng([seed, number]), number), splits[number])

@@ -29,7 +29,6 @@ are skipped (VITON-HD is upper-body try-on). Every file is written atomically an
 from __future__ import annotations
 
 import io
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +44,7 @@ from atelier.data.synth.identity import Identity, sample_identity
 from atelier.data.synth.poses import sample_pose
 from atelier.data.synth.products import Product, render_product
 from atelier.data.synth.render import render
-from atelier.data.synth.writer import default_workers, held_out_identities, ordered_map
+from atelier.data.synth.writer import clear_owned, default_workers, held_out_identities, ordered_map
 from atelier.errors import UserError
 from atelier.utils.io import prepare_out_dir, write_bytes, write_json, write_text
 
@@ -264,12 +263,7 @@ def write_tryon(
     wearing = sorted(splits)
     people = {split: [n for n in wearing if splits[n] == split] for split in SPLITS}
     out = prepare_out_dir(out, overwrite, "--overwrite")
-    for owned in OWNED:  # a rerun must not leave people of an earlier, larger run behind
-        target = out / owned
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
+    clear_owned(out, OWNED)  # a rerun must not leave people of an earlier, larger run behind
     jobs = [(n, seed, size, splits[n]) for n in wearing]
     renders = dict(zip(wearing, ordered_map(_render_job, jobs, default_workers(len(jobs)), "FashionSynth try-on")))
     sketches = dict(zip(wearing, _sketches([renders[n]["cloth"] for n in wearing])))

@@ -132,6 +132,16 @@ def _write_split_files(out: Path, split: str, records: list[dict], poses: int) -
     return len(pair_lines)
 
 
+def clear_owned(out: Path, owned: tuple[str, ...]) -> None:
+    """Remove the files and folders named `owned` under `out`: what a writer owns there from an earlier run."""
+    for name in owned:
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
 def ordered_map(function, jobs: list, workers: int, desc: str):
     """`function` over `jobs`, inline or in a pool of forked workers, yielding the results in job order either way,
     under one progress bar (`function` must be a module-level function, its jobs and results picklable).
@@ -171,12 +181,7 @@ def synthesize(
     size = (int(size[0]), int(size[1]))
     n_test = _check_arguments(identities, poses_per_identity, size, test_fraction)
     out = prepare_out_dir(out, overwrite, "--overwrite")
-    for owned in OWNED:  # a rerun must not leave images of an earlier, larger run behind
-        target = out / owned
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
+    clear_owned(out, OWNED)  # a rerun must not leave images of an earlier, larger run behind
     test_ids = set(held_out_identities(identities, seed, n_test))
     splits = {number: "test" if number in test_ids else "train" for number in range(1, identities + 1)}
     workers = workers or default_workers(identities)
