@@ -215,7 +215,7 @@ def _sketches(cloths: list[np.ndarray]) -> list[np.ndarray]:
     """XDoG sketches of the garment photos, black lines on white, uint8 (H, W)."""
     import torch
 
-    from atelier.methods.unidllora.sketch import xdog_sketch
+    from atelier.utils.xdog import xdog_sketch
 
     out = []
     for cloth in cloths:
