@@ -144,12 +144,16 @@ def test_keypoint_json_file(scratch: Path, data: bytes) -> None:
         check_keypoints(found[1])
 
 
-JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-    lambda children: st.lists(children, max_size=20) | st.dictionaries(
-        st.sampled_from(["keypoints_y", "keypoints_x", "other"]), children, max_size=3),
-    max_leaves=60,
-)
+def json_values(keys: list[str], max_leaves: int):
+    """Any JSON value (nulls, booleans, numbers with NaN and inf, short texts, lists, objects keyed by `keys`)."""
+    return st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+        lambda children: st.lists(children, max_size=20) | st.dictionaries(st.sampled_from(keys), children, max_size=3),
+        max_leaves=max_leaves,
+    )
+
+
+JSON_VALUES = json_values(["keypoints_y", "keypoints_x", "other"], 60)
 
 
 @FUZZ
@@ -345,12 +349,7 @@ def test_dresscode_keypoint_json(scratch: Path, data: bytes) -> None:
     assert keypoints is None or (keypoints.shape[0] == 18 and keypoints.shape[1] >= 2 and np.isfinite(keypoints).all())
 
 
-TRYON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-    lambda children: st.lists(children, max_size=20) | st.dictionaries(
-        st.sampled_from(["people", "pose_keypoints_2d", "keypoints"]), children, max_size=3),
-    max_leaves=80,
-)
+TRYON_VALUES = json_values(["people", "pose_keypoints_2d", "keypoints"], 80)
 
 
 @FUZZ

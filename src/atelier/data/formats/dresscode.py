@@ -29,7 +29,7 @@ from typing import Iterable
 import numpy as np
 
 from atelier.data.formats.text import parse_json, read_text
-from atelier.data.formats.vitonhd import check_name, finite_number, read_captions
+from atelier.data.formats.vitonhd import check_name, finite_number, pair_lines, read_captions
 from atelier.data.formats.vitonhd import kind as json_kind
 from atelier.errors import UserError
 
@@ -97,14 +97,7 @@ def read_pairs(path: str | os.PathLike, category: str | None = None) -> list[Dre
     expected = f"'{PAIR_LINE}'" if category is None else f"'X_0.jpg Y_1.jpg' (and optionally {category}'s category)"
     counts = (3,) if category is None else (2, 3)
     pairs = []
-    for number, line in enumerate(read_text(path, "DressCode pairs file").splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        where = f"{path}, line {number}"
-        if len(fields) not in counts:
-            raise UserError(f"{where}: {len(fields)} field{'' if len(fields) == 1 else 's'}; expected "
-                            f"{' or '.join(map(str, counts))}, {expected}")
+    for _, fields, where in pair_lines(path, "DressCode pairs file", counts, expected):
         person, garment = (check_name(name, where, expected) for name in fields[:2])
         if not person.endswith("_0.jpg") or len(person) == len("_0.jpg"):
             raise UserError(f"{where}: person {person!r} is not named X_0.jpg; expected {expected}")
@@ -114,7 +107,7 @@ def read_pairs(path: str | os.PathLike, category: str | None = None) -> list[Dre
         if category is not None and found != category:
             raise UserError(f"{where}: category {fields[2]!r} ({found}) in the {category} folder's pairs file; "
                             f"expected {category}'s or none")
-        pairs.append(DressCodePair(person, garment, found, f"{path}, line {number}"))
+        pairs.append(DressCodePair(person, garment, found, where))
     return pairs
 
 

@@ -83,19 +83,26 @@ class TryOnPair:
     line: int = field(default=0, compare=False)
 
 
+def pair_lines(path: Path, what: str, counts: tuple[int, ...], expected: str):
+    """(line number, fields, where) of each non-blank line of a whitespace-separated pairs file (`what` names it in a
+    read error; `where` is "FILE, line N"); UserError for a line of a field count outside `counts`."""
+    for number, line in enumerate(read_text(path, what).splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{path}, line {number}"
+        if len(fields) not in counts:
+            raise UserError(f"{where}: {len(fields)} field{'' if len(fields) == 1 else 's'}; expected "
+                            f"{' or '.join(map(str, counts))}, {expected}")
+        yield number, fields, where
+
+
 def read_pairs(path: str | os.PathLike) -> list[TryOnPair]:
     """The pairs of a VITON-HD pairs file (`person.jpg cloth.jpg` per line, blank lines ignored), in file order.
     UserError naming the file and the line for a line of other than 2 fields or a field that is not a file name."""
     path = Path(path)
     pairs = []
-    for number, line in enumerate(read_text(path, "VITON-HD pairs file").splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        where = f"{path}, line {number}"
-        if len(fields) != 2:
-            raise UserError(f"{where}: {len(fields)} field{'' if len(fields) == 1 else 's'}; expected 2, "
-                            f"'{PAIR_LINE}'")
+    for number, fields, where in pair_lines(path, "VITON-HD pairs file", (2,), f"'{PAIR_LINE}'"):
         person, garment = (check_name(name, where, f"'{PAIR_LINE}'") for name in fields)
         pairs.append(TryOnPair(person, garment, number))
     return pairs
