@@ -34,12 +34,13 @@ from atelier.commands import (
     synth,
     train,
     translate,
+    tryon,
 )
 from atelier.errors import DependencyError, UserError
 
 # Each module defines add_parser(subparsers) registering its subcommand with `func` set to a plain function(args).
-COMMAND_MODULES = [synth, train, demo, evaluate, translate, generate, pose_transfer, illustrate, index, search, caption,
-                   app, doctor]
+COMMAND_MODULES = [synth, train, demo, evaluate, translate, generate, pose_transfer, tryon, illustrate, index, search,
+                   caption, app, doctor]
 DEBUG_HINT = "(--debug shows the traceback)"
 MACHINE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
                   errno.ENOMEM: "out of memory", errno.EMFILE: "too many open files", errno.EIO: "input/output error"}

@@ -15,6 +15,7 @@ from atelier.errors import UserError
 from atelier.methods.cfld.train import PoseConfig, PoseTask
 from atelier.methods.style.train import StyleLoraConfig, StyleLoraTask
 from atelier.methods.style.train_adapter import ImageAdapterConfig, ImageAdapterTask
+from atelier.methods.tryon.train import TryOnConfig, TryOnTask
 from atelier.methods.unidllora.train import DualLoraConfig, DualLoraTask
 from atelier.methods.unifashion.train import RetrievalConfig, RetrievalTask
 from atelier.training.recipe import BaseRecipeConfig, run_recipe
@@ -29,6 +30,8 @@ TASKS: dict[str, tuple[type, type]] = {
     "pose": (PoseConfig, PoseTask),
     "dual-lora": (DualLoraConfig, DualLoraTask),
     "retrieval": (RetrievalConfig, RetrievalTask),
+    "tryon": (TryOnConfig, TryOnTask),
+    "garment-design": (TryOnConfig, TryOnTask),
 }
 
 # Multi-stage recipes: `atelier train` runs the function (config, run folder) instead of one task's loop.

@@ -234,3 +234,18 @@ def load_state_dict(path: str | os.PathLike) -> dict:
     if not isinstance(state, dict):
         raise UserError(f"weights file {path} holds a {type(state).__name__}, expected a state dict (name -> tensor)")
     return dict(state)
+
+
+def load_module_strict(module, state: dict, source: str, what: str) -> None:
+    """module.load_state_dict(state), refused with one UserError naming the missing and unexpected keys and the shapes
+    that differ (the first three of each) when `state` does not fit; `what` names the module in the message."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        problems = (f"{len(missing)} missing (first: {missing[:3]})" if missing else "",
+                    f"{len(unexpected)} unexpected (first: {unexpected[:3]})" if unexpected else "",
+                    f"shapes differ: {wrong[:3]}" if wrong else "")
+        raise UserError(f"{source}: does not fit {what}: {'; '.join(p for p in problems if p)}")
+    module.load_state_dict(state)

@@ -91,17 +91,9 @@ def fit_position_tables(state: dict[str, torch.Tensor], reference: dict[str, tor
 
 
 def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """load_state_dict that fails with one UserError naming missing/unexpected keys and shape mismatches."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        problems = (f"{len(missing)} missing (first: {missing[:3]})" if missing else "",
-                    f"{len(unexpected)} unexpected (first: {unexpected[:3]})" if unexpected else "",
-                    f"shapes differ: {wrong[:3]}" if wrong else "")
-        raise UserError(f"{source}: does not fit this CFLD configuration: {'; '.join(p for p in problems if p)}")
-    module.load_state_dict(state)
+    from atelier.weights import load_module_strict
+
+    load_module_strict(module, state, source, "this CFLD configuration")
 
 
 def load_swin_weights(backbone: torch.nn.Module, path: str | Path) -> None:

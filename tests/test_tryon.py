@@ -1,0 +1,202 @@
+"""The try-on network (methods.tryon): its input widening, zero start, garment encoder, training, save/load and commands."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from atelier.data.synth import write_tryon
+from atelier.diffusion.components import build_tiny_components
+from atelier.methods.tryon.network import IN_CHANNELS, TryOnNet, TryOnNetConfig, widen_conv_in
+from tests.helpers import cli_outcome
+
+SIZE_HW = (64, 48)
+
+
+@pytest.fixture(scope="module")
+def tryon_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tryon") / "data"
+    write_tryon(root, identities=16, size=(SIZE_HW[1], SIZE_HW[0]), seed=0, test_fraction=0.3)
+    return root
+
+
+def _config(root, task: str, garment_input: str = "noisy", steps: int = 2):
+    from atelier.registry import config_from_dict
+
+    return config_from_dict({
+        "task": task, "model": {"base": "tiny"}, "net": {"attention_head_dim": 8, "garment_input": garment_input},
+        "data": {"root": str(root), "image_size": list(SIZE_HW), "cache": True},
+        "train": {"max_steps": steps, "batch_size": 2, "mixed_precision": "no", "gradient_checkpointing": False,
+                  "checkpoint_every": 1, "log_every": 1, "sample_every": steps},
+        "sample": {"count": 2, "steps": 2},
+    })  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tryon_data):
+    """One tiny run per task (2 steps): {task: run folder}."""
+    from atelier.registry import build_task
+    from atelier.training.loop import train
+
+    runs = {}
+    for task, garment_input in (("tryon", "noisy"), ("garment-design", "garment")):
+        cfg = _config(tryon_data, task, garment_input)
+        runs[task] = tmp_path_factory.mktemp(task) / "run"
+        train(build_task(cfg), cfg.train, runs[task], config=cfg)
+    return runs
+
+
+@pytest.mark.parametrize("base_channels", [4, 9])
+def test_widen_conv_in_maps_the_base_channels_and_zeroes_the_rest(base_channels):
+    unet = build_tiny_components().unet
+    if base_channels == 9:  # an inpainting base: noisy 0-3, mask 4, masked image 5-8
+        old = unet.conv_in
+        unet.conv_in = torch.nn.Conv2d(9, old.out_channels, 3, padding=1)
+    old = unet.conv_in.weight.detach().clone()
+    widen_conv_in(unet)
+    new = unet.conv_in.weight.detach()
+    assert new.shape[1] == IN_CHANNELS and unet.config.in_channels == IN_CHANNELS
+    assert torch.equal(new[:, :4], old[:, :4])
+    if base_channels == 9:
+        assert torch.equal(new[:, 4:8], old[:, 5:9]) and torch.equal(new[:, 8], old[:, 4])
+        assert not new[:, 9:].any()
+    else:
+        assert not new[:, 4:].any()
+
+
+@pytest.mark.parametrize("garment_input", ["noisy", "garment"])
+def test_the_network_starts_as_its_base(garment_input):
+    """Zero input weights, zero hint convolution and zero output projections: step 0 is the base model exactly."""
+    unet = build_tiny_components().unet
+    latents, context, t = torch.randn(2, 4, 16, 12), torch.randn(2, 77, 64), torch.tensor([10, 700])
+    with torch.no_grad():
+        expected = unet(latents, t, context).sample
+        net = TryOnNet(TryOnNetConfig(garment_input=garment_input, attention_head_dim=8), unet)
+        sample = torch.cat([latents, torch.randn(2, 9, 16, 12)], dim=1)
+        garment = net.encode_control(torch.randn(2, 4, 16, 12), context, t, sample)
+        got = net(sample, t, context, garment).sample
+    assert torch.equal(got, expected)
+    assert sorted(garment) == [(4, 3), (8, 6), (16, 12)]
+
+
+def test_the_garment_encoder_reads_the_step_only_with_noisy_input():
+    torch.manual_seed(0)
+    control, context, sample = torch.randn(1, 4, 16, 12), torch.randn(1, 77, 64), torch.randn(1, 13, 16, 12)
+    with torch.no_grad():
+        fixed = TryOnNet(TryOnNetConfig(garment_input="garment", attention_head_dim=8), build_tiny_components().unet)
+        a, b = (fixed.encode_control(control, context, torch.tensor([t]), sample)[(16, 12)] for t in (10, 900))
+        assert torch.equal(a, b)  # "garment": the same features at every step, so sampling computes them once
+        noisy = TryOnNet(TryOnNetConfig(garment_input="noisy", attention_head_dim=8), build_tiny_components().unet)
+        a, b = (noisy.encode_control(control, context, torch.tensor([t]), sample)[(16, 12)] for t in (10, 900))
+        assert not torch.allclose(a, b)
+        with pytest.raises(ValueError, match="unet_input"):
+            noisy.encode_control(control, context, torch.tensor([10]))
+
+
+def test_garment_features_reach_the_decoder_once_the_projection_is_not_zero():
+    net = TryOnNet(TryOnNetConfig(garment_input="garment", attention_head_dim=8), build_tiny_components().unet)
+    for cross in net.cross_attention:
+        torch.nn.init.normal_(cross.to_out.weight, std=0.1)
+    sample, context, t = torch.randn(1, 13, 16, 12), torch.randn(1, 77, 64), torch.tensor([500])
+    with torch.no_grad():
+        red, blue = (net(sample, t, context, net.encode_control(torch.full((1, 4, 16, 12), v), context)).sample for v in (1.0, -1.0))
+        plain = net(sample, t, context, None).sample
+    assert not torch.allclose(red, blue) and not torch.allclose(red, plain)
+
+
+def test_training_saves_a_model_that_reloads_to_the_same_images(trained, tryon_data):
+    from atelier.data.formats.vitonhd import load_vitonhd
+    from atelier.methods.tryon.data import TryOnExamples, stack
+    from atelier.methods.tryon.model import load_tryon_model, read_model_config
+    from atelier.methods.tryon.sample import generate
+
+    for task, mode in (("tryon", "tryon"), ("garment-design", "design")):
+        run = trained[task]
+        assert (run / "final" / "tryon.safetensors").is_file() and list((run / "samples").glob("*.png"))
+        assert read_model_config(run).mode == mode
+        model = load_tryon_model(run, device="cpu")
+        examples = TryOnExamples(load_vitonhd(tryon_data, "test"), SIZE_HW, mode, "unpaired")
+        items = [examples[i] for i in range(2)]
+        batch = stack(items)
+        args = (batch["agnostic"], batch["mask"], batch["densepose"], batch["control"], [it.caption for it in items])
+        first = generate(model, *args, steps=2, guidance_scale=2.0, seed=3, show_progress=False)
+        again = generate(load_tryon_model(run, device="cpu"), *args, steps=2, guidance_scale=2.0, seed=3, show_progress=False)
+        assert [np.asarray(a).tolist() for a in first] == [np.asarray(b).tolist() for b in again]
+        if mode == "design":
+            assert all(it.caption for it in items)  # MGD's noun phrases, joined
+        one = generate(model, *(x[1:] for x in args[:4]), args[4][1:], steps=2, guidance_scale=2.0, seed=4, show_progress=False)
+        assert np.array_equal(np.asarray(one[0]), np.asarray(first[1]))  # pair i's image depends on its seed alone
+
+
+def test_training_resumes_exactly(tmp_path, tryon_data):
+    from atelier.registry import build_task
+    from atelier.training.loop import train
+    from atelier.weights import load_state_dict
+
+    cfg = _config(tryon_data, "garment-design", "noisy", steps=3)
+    train(build_task(cfg), cfg.train, tmp_path / "whole", config=cfg)
+    cfg.train.max_steps = 2
+    train(build_task(cfg), cfg.train, tmp_path / "split", config=cfg)
+    cfg.train.max_steps = 3
+    train(build_task(cfg), cfg.train, tmp_path / "split", config=cfg, resume=True)
+    whole = load_state_dict(tmp_path / "whole" / "final" / "tryon.safetensors")
+    split = load_state_dict(tmp_path / "split" / "final" / "tryon.safetensors")
+    assert all(torch.equal(whole[k], split[k]) for k in whole)
+
+
+def test_try_on_and_design_commands(trained, tryon_data, tmp_path):
+    code, output = cli_outcome(["try-on", "--checkpoint", str(trained["tryon"]), "--test-set", str(tryon_data),
+                                "--setting", "paired", "--steps", "2", "--out", str(tmp_path / "paired")])
+    assert code == 0, output
+    people = sorted(p.stem for p in (tryon_data / "test" / "image").glob("*.jpg"))
+    assert sorted(p.stem for p in (tmp_path / "paired").glob("*.png")) == people
+    assert "--protocol vitonhd" in output
+    person = tryon_data / "test" / "image" / f"{people[0]}.jpg"
+    code, output = cli_outcome(["design", "--checkpoint", str(trained["garment-design"]), "--person", str(person),
+                                "--sketch", str(tryon_data / "test" / "im_sketch" / f"{people[0]}.png"),
+                                "--prompt", "red t-shirt, short sleeves", "--steps", "2", "--out", str(tmp_path / "one")])
+    assert code == 0, output
+    assert (tmp_path / "one" / f"{people[0]}.png").is_file() and (tmp_path / "one" / "preview" / "grid.png").is_file()
+
+
+def _single(tmp_path, tryon_data, trained, *extra):
+    person = sorted((tryon_data / "test" / "image").glob("*.jpg"))[0]
+    return ["try-on", "--checkpoint", str(trained["tryon"]), "--person", str(person), "--garment",
+            str(tryon_data / "test" / "cloth" / person.name), "--out", str(tmp_path / "out"), *extra]
+
+
+@pytest.mark.parametrize(("case", "expected"), [
+    ("design-checkpoint", r"was trained for design .* use `atelier design`"),
+    ("no-densepose", r"--densepose .*image-densepose.*not found.*prepare-tryon"),
+    ("both", r"pass either --person IMG --garment IMG, or --test-set DIR"),
+    ("garment-alone", r"--person missing"),
+    ("guidance-nan", r"--guidance-scale nan"),
+    ("not-a-run", r"--checkpoint .*: expected a tryon or garment-design training run"),
+])  # fmt: skip
+def test_bad_input_gets_one_line_naming_the_flag(case, expected, tmp_path, tryon_data, trained):
+    argv = _single(tmp_path, tryon_data, trained)
+    if case == "design-checkpoint":
+        argv[2] = str(trained["garment-design"])
+    elif case == "no-densepose":
+        copy = tmp_path / "copy"
+        shutil.copytree(tryon_data / "test", copy / "test")
+        shutil.rmtree(copy / "test" / "image-densepose")
+        argv[4] = str(copy / "test" / "image" / Path(argv[4]).name)
+    elif case == "both":
+        argv += ["--test-set", str(tryon_data)]
+    elif case == "garment-alone":
+        argv = argv[:3] + argv[5:]
+    elif case == "guidance-nan":
+        argv += ["--guidance-scale", "nan"]
+    elif case == "not-a-run":
+        argv[2] = str(tmp_path)
+    code, output = cli_outcome(argv)
+    assert code == 2 and "Traceback" not in output
+    lines = [line for line in output.splitlines() if "error" in line]
+    assert len(lines) == 1 and re.search(expected, lines[0]), output
+
