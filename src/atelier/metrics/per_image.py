@@ -81,12 +81,16 @@ def garment_mask_iou(images: Sequence[Image.Image], truths: Sequence[Image.Image
 
 
 def dominant_colour(image: Image.Image, palette: Mapping[str, tuple[int, int, int]] = PALETTE,
-                    max_distance: float = 45.0) -> str | None:
-    """The palette colour covering most of the figure (pixels away from the border's median colour, the background),
-    counting only pixels within `max_distance` of a palette colour; None when there are none."""
+                    max_distance: float = 45.0, region: np.ndarray | None = None) -> str | None:
+    """The palette colour covering most of the figure (pixels away from the border's median colour, the background)
+    or of `region` (bool (H, W)) when given, counting only pixels within `max_distance` of a palette colour; None
+    when there are none."""
     pixels = np.asarray(image.convert("RGB"), dtype=np.float64)
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    figure = pixels[np.linalg.norm(pixels - np.median(border, axis=0), axis=-1) > 40]
+    if region is not None:
+        figure = pixels[region]
+    else:
+        border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+        figure = pixels[np.linalg.norm(pixels - np.median(border, axis=0), axis=-1) > 40]
     if not len(figure):
         return None
     names = list(palette)
