@@ -273,6 +273,21 @@ def dresscode_keypoints(tmp: Path, data):
     return lambda: read_keypoints(tmp / "000001_2.json")
 
 
+def dresscode_size(tmp: Path, folder: str, name: str):
+    """A DressCode pair whose label map or dense file (`folder`/`name`) is 6x8 while its person image is 8x6."""
+    from atelier.data.formats.dresscode import load_dresscode
+
+    images = tmp / "upper_body" / "images"
+    images.mkdir(parents=True)
+    for image in ("000001_0.jpg", "000001_1.jpg"):
+        Image.new("RGB", (8, 6)).save(images / image)
+    (tmp / "upper_body" / folder).mkdir()
+    Image.new("L", (6, 8)).save(tmp / "upper_body" / folder / name)
+    (tmp / "test_pairs_paired.txt").write_text("000001_0.jpg 000001_1.jpg 0\n")
+    accessor = "label_map" if folder == "label_maps" else "dense"
+    return lambda: [getattr(data, accessor)(pair) for data in [load_dresscode(tmp, "test", "paired")] for pair in data.pairs]
+
+
 def weights_file(tmp: Path, name: str, data: bytes):
     from atelier.weights import load_state_dict
 
@@ -436,6 +451,8 @@ CASES = [
     row("reader-openpose-strings", reader(openpose_json, {"people": [{"pose_keypoints_2d": ["1"] * 75}]}), r"a_00_keypoints\.json: people\[0\]\.pose_keypoints_2d\[0\] is '1'; expected a number"),
     row("reader-dresscode-pair-names-missing-garment", reader(dresscode_pairs, "000001_0.jpg 000001_1.jpg 0\n"), r"test_pairs_paired\.txt, line 1: the garment image 000001_1\.jpg does not exist"),
     row("reader-dresscode-pairs-without-category", reader(dresscode_pairs, "000001_0.jpg 000001_1.jpg\n"), r"test_pairs_paired\.txt, line 1: 2 fields; expected 3"),
+    row("reader-dresscode-label-map-of-another-size", reader(dresscode_size, "label_maps", "000001_4.png"), r"label_maps/000001_4\.png: the label map is 6x8 but its image 000001_0\.jpg is 8x6"),
+    row("reader-dresscode-dense-of-another-size", reader(dresscode_size, "dense", "000001_5.png"), r"dense/000001_5\.png: the dense file is 6x8 but its image 000001_0\.jpg is 8x6"),
     row("reader-dresscode-keypoints-no-joints", reader(dresscode_keypoints, {"keypoints": []}), r"000001_2\.json: \"keypoints\" holds 0 joints; expected 18"),
     # readers: weights files
     row("reader-pickle-named-safetensors", reader(weights_file, "cfld.safetensors", pickle.dumps({"a": 1})), r"cfld\.safetensors is not a readable safetensors file"),
