@@ -1,4 +1,5 @@
-"""Bad input, one row per case: translate, generate, illustrate, pose-transfer and every reader (issues 19, 16).
+"""Bad input, one row per case: translate, generate, illustrate, pose-transfer, prepare-tryon and every reader (issues
+19, 16).
 
 Each row builds its bad input in a fresh folder, runs the command in-process (`tests.helpers.cli_outcome`) or the
 reader (`reader_outcome`, which maps errors as the CLI does) and asserts: the exit code, no traceback, one error line,
@@ -273,6 +274,48 @@ def dresscode_keypoints(tmp: Path, data):
     return lambda: read_keypoints(tmp / "000001_2.json")
 
 
+def dresscode_size(tmp: Path, folder: str, name: str):
+    """A DressCode pair whose label map or dense file (`folder`/`name`) is 6x8 while its person image is 8x6."""
+    from atelier.data.formats.dresscode import load_dresscode
+
+    images = tmp / "upper_body" / "images"
+    images.mkdir(parents=True)
+    for image in ("000001_0.jpg", "000001_1.jpg"):
+        Image.new("RGB", (8, 6)).save(images / image)
+    (tmp / "upper_body" / folder).mkdir()
+    Image.new("L", (6, 8)).save(tmp / "upper_body" / folder / name)
+    (tmp / "test_pairs_paired.txt").write_text("000001_0.jpg 000001_1.jpg 0\n")
+    accessor = "label_map" if folder == "label_maps" else "dense"
+    return lambda: [getattr(data, accessor)(pair) for data in [load_dresscode(tmp, "test", "paired")] for pair in data.pairs]
+
+
+BODY25 = [value for joint in range(25) for value in (4.0 + joint % 8, 3.0 + joint % 10, 0.9)]  # inside 16x16
+
+
+def prepare(tmp: Path, *extra: str, keypoints=BODY25, parse: tuple | None = ("L", (16, 16), 0), out: str = "out") -> list[str]:
+    """prepare-tryon of one 16x16 photo p0.png, with --keypoints holding its JSON (`keypoints`: the pose_keypoints_2d
+    list, any other JSON as it is, or None: no --keypoints) and --parse holding p0.png (`parse`: (mode, (W, H),
+    colour), or None: no --parse). A flag in `extra` given twice keeps its last value (argparse)."""
+    write_random_photos(tmp / "images", 1, (16, 16))
+    argv = ["prepare-tryon", "--images", str(tmp / "images"), "--out", str(tmp / out)]
+    if keypoints is not None:
+        data = {"people": [{"pose_keypoints_2d": keypoints}]} if isinstance(keypoints, list) else keypoints
+        (tmp / "keypoints").mkdir()
+        (tmp / "keypoints" / "p0_keypoints.json").write_text(json.dumps(data))
+        argv += ["--keypoints", str(tmp / "keypoints")]
+    if parse is not None:
+        argv += ["--parse", prepare_folder(tmp, "parse", {"p0.png": parse})]
+    return [*argv, *extra]
+
+
+def prepare_folder(tmp: Path, name: str, files: dict[str, tuple[str, tuple[int, int], object]]) -> str:
+    """tmp/`name`/ holding images {file: (mode, (W, H), colour)}; its path."""
+    (tmp / name).mkdir(parents=True, exist_ok=True)
+    for file, (mode, size, colour) in files.items():
+        Image.new(mode, size, colour).save(tmp / name / file)
+    return str(tmp / name)
+
+
 def weights_file(tmp: Path, name: str, data: bytes):
     from atelier.weights import load_state_dict
 
@@ -399,6 +442,35 @@ CASES = [
     row("test-set-list-names-missing-images", cli(split_run, listing=b"p0.jpg\np1.jpg\nghost.jpg\n"), r"test\.lst: 1 listed images are missing from .*test_highres: ghost\.jpg"),
     row("test-set-list-not-utf8", cli(split_run, listing=LATIN1), r"test\.lst, line 1: the list file .*not UTF-8"),
     row("test-set-limit-0", cli(split_run, "--limit", "0"), r"--limit 0: expected a positive integer"),
+    # prepare-tryon: missing inputs, all named in one error before any work
+    row("prepare-no-parse-source", cli(prepare, parse=None), r"missing inputs: no parse map for person p0: pass --parse DIR with p0\.png, --parser-model FILE\.onnx, or --masks DIR"),
+    row("prepare-no-parse-no-keypoints", cli(prepare, parse=None, keypoints=None), r"no parse map for person p0: .*; no keypoints for person p0: pass --keypoints DIR with p0_keypoints\.json"),
+    row("prepare-keypoints-file-missing", lambda t: cli_outcome(prepare(t, "--keypoints", prepare_folder(t, "poses", {}), keypoints=None)), r"no keypoints for person p0: add p0_keypoints\.json to --keypoints .*poses"),
+    row("prepare-densepose-missing", lambda t: cli_outcome(prepare(t, "--densepose", prepare_folder(t, "iuv", {}))), r"no DensePose image for person p0: add p0\.jpg to --densepose"),
+    row("prepare-garment-missing", lambda t: cli_outcome(prepare(t, "--garments", prepare_folder(t, "tops", {"q0.jpg": ("RGB", (16, 16), "red")}))), r"no garment for person p0: add p0\.jpg to --garments .*tops"),
+    # prepare-tryon: bad inputs, one line naming the file or flag
+    row("prepare-parse-of-another-size", cli(prepare, parse=("L", (12, 16), 0)), r"parse/p0\.png: the parse map is 12x16 but its image p0\.png is 16x16"),
+    row("prepare-mask-of-another-size", lambda t: cli_outcome(prepare(t, "--masks", prepare_folder(t, "masks", {"p0.png": ("L", (16, 8), 255)}), parse=None)), r"masks/p0\.png: the garment mask is 16x8 but its image p0\.png is 16x16"),
+    row("prepare-densepose-of-another-size", lambda t: cli_outcome(prepare(t, "--densepose", prepare_folder(t, "iuv", {"p0.png": ("RGB", (8, 8), "red")}))), r"iuv/p0\.png: the DensePose image is 8x8 but its image p0\.png is 16x16"),
+    row("prepare-keypoints-no-people", cli(prepare, keypoints={"version": 1.3, "people": []}), r"p0_keypoints\.json: no people \(an empty list\)"),
+    row("prepare-keypoints-60-numbers", cli(prepare, keypoints=[1.0] * 60), r"p0_keypoints\.json: people\[0\]\.pose_keypoints_2d has 60 numbers; expected 75 \(BODY_25\) or 54 \(COCO-18\)"),
+    row("prepare-keypoints-strings", cli(prepare, keypoints=["1"] * 54), r"p0_keypoints\.json: people\[0\]\.pose_keypoints_2d\[0\] is '1'; expected a number"),
+    row("prepare-keypoints-of-another-image", cli(prepare, keypoints=[5000.0, 5.0, 0.9] + BODY25[3:]), r"p0_keypoints\.json: joint 0 at x 5000, y 5 lies far outside the 16x16 image"),
+    row("prepare-parse-label-out-of-range", cli(prepare, parse=("L", (16, 16), 25)), r"parse/p0\.png: the parse map holds label 25; --labels lip has labels 0-19"),
+    row("prepare-parse-in-colours", cli(prepare, parse=("RGB", (16, 16), "red")), r"parse/p0\.png: the parse map is a RGB image; expected label indices"),
+    row("prepare-white-garment", lambda t: cli_outcome(prepare(t, "--garments", prepare_folder(t, "tops", {"p0.jpg": ("RGB", (16, 16), "white")}))), r"tops/p0\.jpg: no garment found on a near-white background; pass --cloth-masks DIR with p0\.png"),
+    row("prepare-images-not-a-folder", lambda t: cli_outcome(["prepare-tryon", "--images", str(t / "nowhere"), "--out", str(t / "out")]), r"--images .*nowhere: not a folder"),
+    row("prepare-images-empty", lambda t: cli_outcome(["prepare-tryon", "--images", prepare_folder(t, "empty", {}), "--out", str(t / "out")]), r"--images .*empty: no images found"),
+    row("prepare-image-name-with-a-space", lambda t: cli_outcome(["prepare-tryon", "--images", prepare_folder(t, "photos", {"my photo.png": ("RGB", (8, 8), "red")}), "--out", str(t / "out")]), r"--images .*photos: 'my photo\.png' is not a file name"),
+    row("prepare-pairs-without-garments", cli(prepare, "--pairs", "pairs.txt"), r"--pairs pairs people with garments: pass --garments DIR too"),
+    row("prepare-pairs-name-unknown-person", lambda t: ((t / "pairs.txt").write_text("ghost.jpg p0.jpg\n"), cli_outcome(prepare(t, "--garments", prepare_folder(t, "tops", {"p0.jpg": ("RGB", (16, 16), "red")}), "--pairs", str(t / "pairs.txt"))))[1], r"pairs\.txt, line 1: person ghost\.jpg is not among the --images"),
+    row("prepare-keypoints-folder-missing", lambda t: cli_outcome(prepare(t, "--keypoints", str(t / "nowhere"))), r"--keypoints .*nowhere: not a folder; check the path"),
+    row("prepare-parser-model-missing", lambda t: cli_outcome(prepare(t, "--parser-model", str(t / "ghost.onnx"))), r"--parser-model .*ghost\.onnx: not found; pass a human-parsing \.onnx file"),
+    row("prepare-parser-model-not-onnx", lambda t: ((t / "model.onnx").write_bytes(b"not a model"), cli_outcome(prepare(t, "--parser-model", str(t / "model.onnx"), parse=None)))[1], r"--parser-model (needs onnxruntime|.*model\.onnx: not a model onnxruntime can load)"),
+    row("prepare-parser-size-garbage", cli(prepare, "--parser-size", "big"), r"--parser-size 'big': expected HEIGHTxWIDTH"),
+    row("prepare-labels-unknown", cli(prepare, "--labels", "cihp"), r"--labels: invalid choice: 'cihp'"),
+    row("prepare-into-foreign-folder", lambda t: (foreign_folder(t), cli_outcome(prepare(t)))[1], r"--out .*out is not empty and not an atelier output"),
+    row("prepare-out-holds-the-photos", lambda t: cli_outcome(prepare(t, out=".")), r"--out .* contains --images"),
     # readers: DeepFashion pairs and annotations
     row("reader-pairs-not-utf8", reader(read_pairs_bytes, b"from,to\n" + LATIN1 + b",b\n"), r"pairs\.csv, line 2: the pairs CSV .*not UTF-8 text \(byte 0xe9"),
     row("reader-pairs-nul-byte", reader(read_pairs_bytes, b"from,to\na\x00,b\n"), r"pairs\.csv, line 2: .*NUL byte"),
@@ -436,6 +508,8 @@ CASES = [
     row("reader-openpose-strings", reader(openpose_json, {"people": [{"pose_keypoints_2d": ["1"] * 75}]}), r"a_00_keypoints\.json: people\[0\]\.pose_keypoints_2d\[0\] is '1'; expected a number"),
     row("reader-dresscode-pair-names-missing-garment", reader(dresscode_pairs, "000001_0.jpg 000001_1.jpg 0\n"), r"test_pairs_paired\.txt, line 1: the garment image 000001_1\.jpg does not exist"),
     row("reader-dresscode-pairs-without-category", reader(dresscode_pairs, "000001_0.jpg 000001_1.jpg\n"), r"test_pairs_paired\.txt, line 1: 2 fields; expected 3"),
+    row("reader-dresscode-label-map-of-another-size", reader(dresscode_size, "label_maps", "000001_4.png"), r"label_maps/000001_4\.png: the label map is 6x8 but its image 000001_0\.jpg is 8x6"),
+    row("reader-dresscode-dense-of-another-size", reader(dresscode_size, "dense", "000001_5.png"), r"dense/000001_5\.png: the dense file is 6x8 but its image 000001_0\.jpg is 8x6"),
     row("reader-dresscode-keypoints-no-joints", reader(dresscode_keypoints, {"keypoints": []}), r"000001_2\.json: \"keypoints\" holds 0 joints; expected 18"),
     # readers: weights files
     row("reader-pickle-named-safetensors", reader(weights_file, "cfld.safetensors", pickle.dumps({"a": 1})), r"cfld\.safetensors is not a readable safetensors file"),

@@ -4,7 +4,8 @@ result or a UserError, nothing else (no UnicodeDecodeError, csv.Error, Recursion
 Readers: the DeepFashion pairs CSV and annotation (keypoint) CSV, keypoint JSON files and annotation rows
 (--target-pose), captioned folders (metadata.jsonl and .txt sidecars), list files, and the retrieval benchmarks'
 files (FashionIQ caption and split JSON, Fashion200K label files, FashionGen HDF5), and the try-on benchmarks' pairs
-files, keypoint JSON and captions (VITON-HD with MGD's additions, DressCode). A result is also checked for
+files, keypoint JSON and captions (VITON-HD with MGD's additions, DressCode), and what `atelier prepare-tryon` reads
+(OpenPose JSON of either length, parse map PNGs). A result is also checked for
 form where there is one to check (keypoints: 18 finite (y, x) pairs), and a UserError for being one line. Each property
 runs 60 examples, drawn from a fixed seed (a failure reproduces; to explore further, raise max_examples or drop
 derandomize locally); no deadline, as the machine may be busy.
@@ -20,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from atelier.data.agnostic import LIP, read_pose_points
 from atelier.data.formats.captioned import read_captioned_folder
 from atelier.data.formats.deepfashion import read_annotations, read_pairs
 from atelier.data.formats.dresscode import read_keypoints as read_dresscode_keypoints
@@ -30,6 +32,7 @@ from atelier.data.formats.fashioniq import read_split, read_triplets
 from atelier.data.formats.lists import read_list, select_listed
 from atelier.data.formats.vitonhd import read_captions, read_openpose_json
 from atelier.data.formats.vitonhd import read_pairs as read_vitonhd_pairs
+from atelier.data.human_parsing import read_label_map
 from atelier.data.pairs import keypoints_from_json, read_target_pose
 from atelier.errors import UserError
 from tests.helpers import write_random_photos
@@ -364,3 +367,40 @@ def test_tryon_keypoint_json_values(scratch: Path, data) -> None:
     assert openpose is None or (openpose.shape == (25, 3) and np.isfinite(openpose).all())
     dresscode = result_or_user_error(lambda: read_dresscode_keypoints(scratch / "values.json"))
     assert dresscode is None or (dresscode.shape[0] == 18 and np.isfinite(dresscode).all())
+
+
+def _label_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    image = Image.fromarray((np.arange(48, dtype=np.uint8) % 20).reshape(6, 8), "P")
+    image.putpalette([value for rgb in LIP.palette for value in rgb])
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+PREPARE = {
+    "coco18": json.dumps({"people": [{"pose_keypoints_2d": [float(v % 89) for v in range(54)]}]}).encode(),
+    "label_png": _label_png(),
+}
+
+
+@FUZZ
+@given(data=st.one_of(file_bytes(TRYON["openpose"]), file_bytes(PREPARE["coco18"])))
+def test_pose_points_of_either_length(scratch: Path, data: bytes) -> None:
+    (scratch / "p1_keypoints.json").write_bytes(data)
+    found = result_or_user_error(lambda: read_pose_points(scratch / "p1_keypoints.json"))
+    if found is not None:
+        points, joints = found
+        assert joints in (18, 25) and points.shape == (18, 2)
+        assert (np.isfinite(points).all(axis=1) | np.isnan(points).all(axis=1)).all()  # a joint is there or not
+
+
+@FUZZ
+@given(data=file_bytes(PREPARE["label_png"]))
+def test_parse_map_png(scratch: Path, data: bytes) -> None:
+    (scratch / "parse.png").write_bytes(data)
+    labels = result_or_user_error(lambda: read_label_map(scratch / "parse.png", LIP))
+    assert labels is None or (labels.ndim == 2 and labels.dtype == np.uint8 and labels.max() < LIP.count)

@@ -30,6 +30,7 @@ from atelier.commands import (
     illustrate,
     index,
     pose_transfer,
+    prepare_tryon,
     search,
     synth,
     train,
@@ -39,8 +40,8 @@ from atelier.commands import (
 from atelier.errors import DependencyError, UserError
 
 # Each module defines add_parser(subparsers) registering its subcommand with `func` set to a plain function(args).
-COMMAND_MODULES = [synth, train, demo, evaluate, translate, generate, pose_transfer, tryon, illustrate, index, search,
-                   caption, app, doctor]
+COMMAND_MODULES = [synth, prepare_tryon, train, demo, evaluate, translate, generate, pose_transfer, tryon, illustrate,
+                   index, search, caption, app, doctor]
 DEBUG_HINT = "(--debug shows the traceback)"
 MACHINE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
                   errno.ENOMEM: "out of memory", errno.EMFILE: "too many open files", errno.EIO: "input/output error"}

@@ -7,8 +7,8 @@ Layout under a root folder:
         images/Y_1.jpg                     the garment alone
         keypoints/X_2.json                 {"keypoints": [[x, y, score, id], ...]}: 18 OpenPose joints
         skeletons/X_5.jpg                  the drawn skeleton
-        label_maps/X_4.png                 the human parsing map
-        dense/X_5.png                      the DensePose labels
+        label_maps/X_4.png                 the human parsing map (the person image's size)
+        dense/X_5.png                      the DensePose labels (the person image's size)
     train_pairs.txt, test_pairs_paired.txt, test_pairs_unpaired.txt
         at the root: `X_0.jpg Y_1.jpg category` per line, the category 0 (upper_body), 1 (lower_body), 2 (dresses)
         (or its name); or in a category folder: `X_0.jpg Y_1.jpg`, the category column optional
@@ -29,7 +29,7 @@ from typing import Iterable
 import numpy as np
 
 from atelier.data.formats.text import parse_json, read_text
-from atelier.data.formats.vitonhd import check_name, finite_number, pair_lines, read_captions
+from atelier.data.formats.vitonhd import check_name, check_same_size, finite_number, pair_lines, read_captions
 from atelier.data.formats.vitonhd import kind as json_kind
 from atelier.errors import UserError
 
@@ -166,10 +166,12 @@ class DressCodeSplit:
         return self.path("skeletons", pair)
 
     def label_map(self, pair: DressCodePair) -> Path:
-        return self.path("label_maps", pair)
+        """The human parsing map; UserError naming both files when its size is not the person image's."""
+        return check_same_size(self.path("label_maps", pair), self.image(pair), "label map")
 
     def dense(self, pair: DressCodePair) -> Path:
-        return self.path("dense", pair)
+        """The DensePose labels; UserError naming both files when their size is not the person image's."""
+        return check_same_size(self.path("dense", pair), self.image(pair), "dense file")
 
     def keypoints(self, pair: DressCodePair) -> np.ndarray:
         """The (18, 2+) keypoints of the pair's person (see `read_keypoints`)."""

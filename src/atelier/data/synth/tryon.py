@@ -8,9 +8,9 @@ truth in the paired setting: the person image itself is the paired target.
                      cloth-mask/<id>_00.jpg         the top's mask
                      image-parse-v3/<id>_00.png     FashionSynth's parse labels 0-7 as a palette PNG
                      agnostic-v3.2/<id>_00.jpg      the person, grey 128 where agnostic-mask is set
-                     agnostic-mask/<id>_00_mask.png the VITON-HD rule: top and arms from the parse map, dilated a few
-                                                    px, plus the torso polygon between shoulders and hips; head,
-                                                    lower-body garments, legs and shoes are kept
+                     agnostic-mask/<id>_00_mask.png the VITON-HD rule (atelier.data.agnostic): top and arms from the
+                                                    parse map, dilated a few px, plus the torso polygon between
+                                                    shoulders and hips; head, lower-body garments, legs and shoes kept
                      image-densepose/<id>_00.jpg    a DensePose-STYLE image, NOT DensePose: channel 0 = body part
                                                     index x 16 (0 background), channel 1 = position along the part's
                                                     bone, channel 2 = position across it (both 0-255)
@@ -34,12 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
-from scipy import ndimage
+from PIL import Image
 
 from atelier import __version__
-from atelier.data.pose import FRAME_HW
-from atelier.data.synth.body import BOTTOM, TOP, complete_skeleton
+from atelier.data import agnostic
+from atelier.data.agnostic import FASHIONSYNTH, agnostic_image, body25, densepose_style, garment_sketch
+from atelier.data.synth.body import complete_skeleton
 from atelier.data.synth.identity import Identity, sample_identity
 from atelier.data.synth.poses import sample_pose
 from atelier.data.synth.products import Product, render_product
@@ -51,19 +51,7 @@ from atelier.utils.io import prepare_out_dir, write_bytes, write_json, write_tex
 TRYON_VERSION = 1
 OWNED = ("train", "test", "train_pairs.txt", "test_pairs.txt", "captions.json", "tryon.json")
 SPLITS = ("train", "test")
-GREY = 128
-HAIR, FACE, SKIN, SHOES = 1, 2, 3, 7
-# parse label colours of the palette PNG (0 background ... 7 shoes)
-PARSE_PALETTE = ((0, 0, 0), (128, 0, 0), (255, 160, 120), (220, 130, 90), (255, 85, 0), (0, 85, 85), (0, 128, 255),
-                 (85, 51, 0))  # fmt: skip
-# BODY_25 index -> COCO-18 (OpenPose order) index; 8 (mid-hip) is the mean of the hips, 19-24 (feet) are missing
-BODY25_FROM_COCO = {0: 0, 1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6, 7: 7, 9: 8, 10: 9, 11: 10, 12: 11, 13: 12, 14: 13,
-                    15: 14, 16: 15, 17: 16, 18: 17}  # fmt: skip
-# bones of the DensePose-style image and of the arm test: (joint a, joint b), in COCO-18 order
-ARM_BONES = ((2, 3), (3, 4), (5, 6), (6, 7))
-OTHER_BONES = ((1, 0), (1, 8), (1, 11), (8, 9), (9, 10), (11, 12), (12, 13))
-PART_BONES = ((0, 1), (1, 8), (1, 11), *ARM_BONES, (8, 9), (9, 10), (11, 12), (12, 13))  # head, torso x2, arms, legs
-PART_INDEX = (1, 2, 2, 3, 4, 5, 6, 7, 8, 9, 10)  # the part of each PART_BONES entry (torso halves share 2)
+PARSE_PALETTE = FASHIONSYNTH.palette  # parse label colours of the palette PNG (0 background ... 7 shoes)
 
 
 @dataclass
@@ -77,77 +65,10 @@ class TryOnSummary:
     seconds: float
 
 
-def _bone_geometry(points: np.ndarray, bones, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For every pixel and bone: distance to the bone segment, position along it (0-1) and signed offset across it
-    (pixels), each (len(bones), H, W). `points` are (y, x) image pixels."""
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    distances, along, across = [], [], []
-    for a, b in bones:
-        start, end = points[a].astype(np.float32), points[b].astype(np.float32)
-        direction = end - start
-        length2 = max(float(direction @ direction), 1e-6)
-        t = np.clip(((ys - start[0]) * direction[0] + (xs - start[1]) * direction[1]) / length2, 0.0, 1.0)
-        dy, dx = ys - (start[0] + t * direction[0]), xs - (start[1] + t * direction[1])
-        distances.append(np.hypot(dy, dx))
-        along.append(t)
-        across.append((dx * direction[0] - dy * direction[1]) / np.sqrt(length2))
-    return np.stack(distances), np.stack(along), np.stack(across)
-
-
 def agnostic_mask(parse: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """The VITON-HD agnostic region, bool (H, W): the top and the arms' skin (skin pixels nearest an arm bone) of the
-    parse map, dilated a few pixels, plus the torso polygon between the shoulders and the hips; hair, face, lower-body
-    garments, shoes and leg skin are kept. `points` are the 18 joints as (y, x) image pixels, every joint filled."""
-    height, width = parse.shape
-    distances, _, _ = _bone_geometry(points, ARM_BONES + OTHER_BONES, height, width)
-    arms = (parse == SKIN) & (distances.argmin(0) < len(ARM_BONES))
-    region = ndimage.binary_dilation((parse == TOP) | arms, iterations=max(1, round(3 * height / 256)))
-    polygon = Image.new("L", (width, height), 0)
-    corners = [(float(points[j, 1]), float(points[j, 0])) for j in (2, 5, 11, 8)]  # shoulders, then hips
-    ImageDraw.Draw(polygon).polygon(corners, fill=255)
-    region |= np.asarray(polygon) > 0
-    legs = (parse == SKIN) & ~arms & (distances[len(ARM_BONES) + 3 :].min(0) <= distances[: len(ARM_BONES)].min(0))
-    return region & ~np.isin(parse, (HAIR, FACE, BOTTOM, SHOES)) & ~legs
-
-
-def agnostic_image(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The person with grey 128 exactly where `mask` is set (uint8 (H, W, 3))."""
-    out = image.copy()
-    out[mask] = GREY
-    return out
-
-
-def densepose_style(parse: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """A DensePose-STYLE image (not DensePose): on the figure (parse > 0) channel 0 = index of the nearest body part
-    x 16, channel 1 = position along its bone, channel 2 = position across it (0-255); 0 off the figure."""
-    height, width = parse.shape
-    distances, along, across = _bone_geometry(points, PART_BONES, height, width)
-    nearest = distances.argmin(0)
-    pick = np.take_along_axis
-    t = pick(along, nearest[None], 0)[0]
-    offset = pick(across, nearest[None], 0)[0]
-    half = max(4.0, 24.0 * height / 256)
-    out = np.zeros((height, width, 3), dtype=np.uint8)
-    figure = parse > 0
-    out[..., 0] = np.where(figure, np.asarray(PART_INDEX, dtype=np.uint8)[nearest] * 16, 0)
-    out[..., 1] = np.where(figure, np.round(t * 255), 0).astype(np.uint8)
-    out[..., 2] = np.where(figure, np.round(np.clip(0.5 + offset / (2 * half), 0, 1) * 255), 0).astype(np.uint8)
-    return out
-
-
-def body25(keypoints: np.ndarray, size: tuple[int, int]) -> list[float]:
-    """75 numbers (x, y, confidence per BODY_25 joint) from 18 frame keypoints (y, x; -1 missing) in the pixels of
-    an image of size (W, H): known joints confidence 1, missing ones and the feet (0, 0, 0), mid-hip the hips' mean."""
-    width, height = size
-    scale = np.array([width / FRAME_HW[1], height / FRAME_HW[0]])
-    coco = [None if min(point) < 0 else np.round(np.array([point[1], point[0]]) * scale, 3) for point in keypoints]
-    joints = np.zeros((25, 3))
-    for index, source in BODY25_FROM_COCO.items():
-        if coco[source] is not None:
-            joints[index] = (*coco[source], 1.0)
-    if coco[8] is not None and coco[11] is not None:
-        joints[8] = (*((coco[8] + coco[11]) / 2), 1.0)
-    return [float(value) for value in joints.reshape(-1)]
+    """The VITON-HD agnostic region of a FashionSynth parse map (atelier.data.agnostic.agnostic_mask with the
+    fashionsynth label set), bool (H, W); `points` are the 18 joints as (y, x) image pixels."""
+    return agnostic.agnostic_mask(parse, points, FASHIONSYNTH)
 
 
 def _encode(array: np.ndarray, fmt: str, palette: bool = False) -> bytes:
@@ -211,20 +132,6 @@ def _product_mask(product: Product, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def _sketches(cloths: list[np.ndarray]) -> list[np.ndarray]:
-    """XDoG sketches of the garment photos, black lines on white, uint8 (H, W)."""
-    import torch
-
-    from atelier.utils.xdog import xdog_sketch
-
-    out = []
-    for cloth in cloths:
-        tensor = torch.from_numpy(cloth.astype(np.float32) / 127.5 - 1.0).permute(2, 0, 1)[None]
-        lines = xdog_sketch(tensor)[0, 0].numpy()
-        out.append(np.round(255.0 * (1.0 - lines)).astype(np.uint8))
-    return out
-
-
 def tryon_splits(identities: int, seed: int, test_fraction: float) -> dict[int, str]:
     """Identity number -> `train` or `test` for the identities wearing a top (the held-out ones of `synthesize` are
     test); UserError when no train person or fewer than 2 test people wear a top (the unpaired test pairs need
@@ -266,7 +173,7 @@ def write_tryon(
     clear_owned(out, OWNED)  # a rerun must not leave people of an earlier, larger run behind
     jobs = [(n, seed, size, splits[n]) for n in wearing]
     renders = dict(zip(wearing, ordered_map(_render_job, jobs, default_workers(len(jobs)), "FashionSynth try-on")))
-    sketches = dict(zip(wearing, _sketches([renders[n]["cloth"] for n in wearing])))
+    sketches = {n: garment_sketch(renders[n]["cloth"]) for n in wearing}
     order = np.random.default_rng([seed, 4]).permutation(len(people["test"]))
     test_people = [people["test"][i] for i in order]
     partner = {n: test_people[(i + 1) % len(test_people)] for i, n in enumerate(test_people)}
