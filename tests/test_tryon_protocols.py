@@ -14,7 +14,8 @@ from atelier.cli import main
 from atelier.errors import UserError
 from atelier.metrics import garment
 from atelier.metrics.evaluate import evaluate
-from atelier.metrics.mgd import evaluate_mgd, read_captions, read_garment_data
+from atelier.metrics.garment_data import read_captions, read_garment_data
+from atelier.metrics.mgd import evaluate_mgd
 from atelier.metrics.tryon import evaluate_dresscode
 
 pytestmark = pytest.mark.usefixtures("isolated_cache", "one_thread")  # 2 shared cores: one thread is faster
