@@ -90,7 +90,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help=f"fashioniq: the categories scored (default: {' '.join(CATEGORIES)})")
     parser.add_argument("--real", type=Path, metavar="DIR",
                         help="real set for FID/KID (cfld/pidm: the training images; default for standard/vitonhd: "
-                             "the ground-truth folder)")
+                             "the ground-truth folder; mgd: the listed test persons' images)")
     parser.add_argument("--pairs", type=Path, metavar="CSV", help="pairs CSV with header from,to (names carry the source)")
     parser.add_argument("--out", required=True, type=Path, metavar="JSON", help="where to write the report")
     parser.add_argument("--setting", choices=("paired", "unpaired"), default="paired",
@@ -115,7 +115,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "pose_distance")
     parser.add_argument("--sketch-model", type=Path, metavar="FILE",
                         help="mgd: PiDiNet exported to ONNX (needs onnxruntime) for sketch_distance")
-    parser.add_argument("--test-size", dest="size", metavar="HxW", help="test size as the papers write it, height x width (default 256x176; vitonhd 512x384); note: --size elsewhere is WxH")
+    parser.add_argument("--test-size", dest="size", metavar="HxW", help="test size as the papers write it, height x width (default 256x176; vitonhd, dresscode 512x384; mgd always 512x384); note: --size elsewhere is WxH")
     parser.add_argument("--weights-dir", type=Path, metavar="DIR", help="folder holding the network weight files")
     parser.add_argument("--allow-random-weights", action="store_true",
                         help="use seeded random networks when weights are missing (report stamped NOT COMPARABLE)")
