@@ -304,3 +304,15 @@ def test_mgd_reads_dresscode_captions_and_sketches_as_its_loader(tmp_path):
     assert "coarse" in source
     with pytest.raises(UserError, match="--category upper_body"):
         read_garment_data(root, "unpaired", ["upper_body"])
+
+
+def test_mgd_through_the_cli_without_weights(viton, tmp_path, capsys):
+    root, gen = viton
+    out = tmp_path / "mgd.json"
+    assert main(["evaluate", "--protocol", "mgd", "--generated", str(gen), "--data", str(root), "--device", "cpu",
+                 "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["metrics"]["sketch_distance_xdog"] == 0 and report["metrics"]["fid"] is None
+    assert report["dataset"] == {"kind": "vitonhd", "categories": ["upper_body"]}
+    printed = capsys.readouterr().out
+    assert "| sketch_distance_xdog | 0.0000 | NOT MGD's SD" in printed and "`clip_score`" in printed
