@@ -56,10 +56,9 @@ class ClipScorer:
         """CLIPImageProcessor's recipe: bicubic resize (shorter side -> shortest_edge), centre crop, /255, normalise;
         float32 (3, crop height, crop width)."""
         width, height = image.size
-        scale = self.shortest_edge / min(width, height)
         size = (self.shortest_edge, int(self.shortest_edge * height / width)) if width <= height else (
             int(self.shortest_edge * width / height), self.shortest_edge)
-        if scale != 1 or size != (width, height):
+        if size != image.size:
             image = image.resize(size, Image.Resampling.BICUBIC)
         crop_h, crop_w = self.crop
         top, left = (image.size[1] - crop_h) // 2, (image.size[0] - crop_w) // 2
@@ -98,7 +97,7 @@ def load_clip(folder: str | Path, device: str = "cpu") -> ClipScorer:
     try:
         model = CLIPModel.from_pretrained(str(folder)).eval().requires_grad_(False).to(device)
         tokenizer = CLIPTokenizer.from_pretrained(str(folder))
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, RuntimeError) as error:  # missing files, foreign configs, misshapen tensors
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"--clip {folder}: not a loadable CLIP model and tokenizer ({first}); expected CLIPModel "
                         "weights with vocab.json and merges.txt") from None
@@ -240,7 +239,8 @@ def load_pose_model(path: str | Path, device: str = "cpu"):
 
         return BodyKeypoints(heatmaps_of), provenance, None
     network = OpenPoseBody()
-    load_published_weights(network, weights.load_state_dict(path), f"--pose-model {path}")
+    load_published_weights(network, weights.load_state_dict(path), f"--pose-model {path}",
+                           layout="OpenPose's COCO body model as pytorch-openpose publishes it (body_pose_model.pth)")
     network = network.eval().requires_grad_(False).to(device)
 
     @torch.no_grad()
