@@ -4,6 +4,7 @@ reason, and bad input as one UserError naming the file or flag."""
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from atelier.cli import main
 from atelier.errors import UserError
 from atelier.metrics import garment
 from atelier.metrics.evaluate import evaluate
-from atelier.metrics.garment_data import read_captions, read_garment_data
+from atelier.metrics.garment_data import read_captions, read_garment_data, reference_keypoints
 from atelier.metrics.mgd import evaluate_mgd
 from atelier.metrics.tryon import evaluate_dresscode
 
@@ -267,13 +268,6 @@ def test_mgd_absent_metrics_say_why_and_bad_input_names_the_file(viton, tmp_path
     for key, fragment in (("clip_score", "--clip"), ("pose_distance", "--pose-model"), ("fid", "pt_inception"),
                           ("pose_distance_keypoints", "--keypoints"), ("sketch_distance_xdog", "im_sketch_unpaired")):
         assert report["metrics"][key] is None and fragment in report["missing"][key], (key, report["missing"])
-    onnx = tmp_path / "body.onnx"
-    onnx.write_bytes(b"not really")
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        report = evaluate_mgd(gen, root, pose_model=onnx, workers=1, device="cpu")
-        assert "onnxruntime is not installed" in report["missing"]["pose_distance"]
     broken = tmp_path / "body.pth"
     torch.save({"conv1_1.weight": torch.zeros(1)}, broken)
     with pytest.raises(UserError, match="body.pth lacks"):
@@ -316,3 +310,52 @@ def test_mgd_through_the_cli_without_weights(viton, tmp_path, capsys):
     assert report["dataset"] == {"kind": "vitonhd", "categories": ["upper_body"]}
     printed = capsys.readouterr().out
     assert "| sketch_distance_xdog | 0.0000 | NOT MGD's SD" in printed and "`clip_score`" in printed
+
+
+def onnx_model(path, nodes, inputs, outputs, initializers=()):
+    """Save a tiny ONNX graph (opset 13) built with onnx.helper."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in inputs],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs],
+        [numpy_helper.from_array(array, name) for name, array in initializers])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+def test_mgd_runs_onnx_pose_and_sketch_models_and_says_when_onnxruntime_is_missing(viton, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from onnx import helper
+
+    from atelier.metrics.nets.openpose import BodyKeypoints
+
+    root, gen = viton
+    rng = np.random.default_rng(5)
+    heat, fields = rng.normal(0, 1, (19, 3, 1, 1)).astype(np.float32), rng.normal(0, 1, (38, 3, 1, 1)).astype(np.float32)
+    pose = onnx_model(tmp_path / "body.onnx", [  # stand-in body model: 8x8 average pooling, then 1x1 convolutions
+        helper.make_node("AveragePool", ["image"], ["pooled"], kernel_shape=[8, 8], strides=[8, 8]),
+        helper.make_node("Conv", ["pooled", "paf_w"], ["pafs"]), helper.make_node("Conv", ["pooled", "heat_w"], ["heat"])],
+        ["image"], ["pafs", "heat"], [("paf_w", fields), ("heat_w", heat)])
+    edges = onnx_model(tmp_path / "pidinet.onnx", [helper.make_node("ReduceMean", ["image"], ["edges"], axes=[1])],
+                       ["image"], ["edges"])  # stand-in edge model: the grey level
+    report = evaluate_mgd(gen, root, pose_model=pose, sketch_model=edges, workers=1, device="cpu", per_image=True)
+    rows = {row["name"]: row for row in report["per_image"]}
+    same = BodyKeypoints(lambda x: torch.nn.functional.conv2d(torch.nn.functional.avg_pool2d(x, 8), torch.from_numpy(heat)))
+    samples = {Path(sample.person).stem: sample for sample in read_garment_data(root, "paired").samples}
+    for stem in PEOPLE:  # the torch twin of the ONNX graph, read out and measured by hand
+        image = Image.open(gen / f"{stem}.png").convert("RGB")
+        found = same(np.asarray(image))
+        expected, joints = garment.keypoint_distance(garment.in_frame(found, image.size), found[:, 2] > 0,
+                                                     *reference_keypoints(samples[stem]))
+        assert joints > 0 and rows[f"{stem}.png"]["pose_distance"] == pytest.approx(expected, abs=1e-3)
+        grey = np.asarray(garment.to_frame(image), np.float32).mean(axis=2) / 255.0
+        sketch = garment.read_sketch(root / "test" / "im_sketch" / f"{stem}.png")
+        assert rows[f"{stem}.png"]["sketch_distance"] == pytest.approx(
+            garment.sketch_distance(garment.edge_lines(grey), sketch), abs=1e-3)
+    assert report["weights"]["pose_model"].startswith("body.onnx") and "sketch_model" in report["weights"]
+    monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)  # as on a machine without it
+    report = evaluate_mgd(gen, root, pose_model=pose, sketch_model=edges, workers=1, device="cpu")
+    for key in ("pose_distance", "sketch_distance"):
+        assert report["metrics"][key] is None and "onnxruntime is not installed" in report["missing"][key]

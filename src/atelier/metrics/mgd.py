@@ -133,9 +133,11 @@ def _tools(matches, data: GarmentData, captions, keypoints, clip, pose_model, sk
     if pose_model is None:
         tools.missing["pose_distance"] = "pass --pose-model FILE: OpenPose's body_pose_model.pth (or an ONNX export)"
     else:
-        tools.pose, provenance["pose_model"], reason = garment.load_pose_model(pose_model, device)
+        tools.pose, source, reason = garment.load_pose_model(pose_model, device)
         if reason:
             tools.missing["pose_distance"] = reason
+        else:
+            provenance["pose_model"] = source
     if keypoints is None:
         tools.missing["pose_distance_keypoints"] = ("pass --keypoints DIR: OpenPose JSON of each output "
                                                     "(<output stem>_keypoints.json)")
@@ -146,9 +148,11 @@ def _tools(matches, data: GarmentData, captions, keypoints, clip, pose_model, sk
     if sketch_model is None:
         tools.missing["sketch_distance"] = "pass --sketch-model FILE.onnx: PiDiNet exported to ONNX"
     else:
-        tools.sketch_model, provenance["sketch_model"], reason = garment.load_sketch_model(sketch_model)
+        tools.sketch_model, source, reason = garment.load_sketch_model(sketch_model)
         if reason:
             tools.missing["sketch_distance"] = reason
+        else:
+            provenance["sketch_model"] = source
     reason = check_sketches(matches, data)
     if reason:
         tools.sketches = False
