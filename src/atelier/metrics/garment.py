@@ -6,10 +6,11 @@ follows MGD and what is our reading).
 Everything is measured in MGD's output frame, 384x512 (width x height), the size its eval.py generates.
 
 - CLIP score, as torchmetrics' CLIPScore computes it (MGD's README pins torchmetrics 0.11): unit-norm image and text
-  embeddings, 100 x their cosine per image, the score = max(mean over images, 0) (torchmetrics clamps the mean, though
-  its docstring writes the clamp per pair). Images go through CLIPImageProcessor's recipe (PIL bicubic so the shorter
-  side is the model's size, centre crop, /255, the model's mean and std, read from the folder's
-  preprocessor_config.json); captions are tokenised untruncated, padded, then cut to the model's 77 positions.
+  embeddings, 100 x their cosine per image, the score = max(mean over images, 0) (CLIPScore.compute clamps the mean -
+  read in torchmetrics 1.9, not checked in 0.11 - though its docstring writes the clamp per pair). Images go through
+  CLIPImageProcessor's recipe (PIL bicubic so the shorter side is the model's size, centre crop, /255, the model's
+  mean and std, read from the folder's preprocessor_config.json); captions are tokenised untruncated, padded, then cut
+  to the model's max_position_embeddings (77), as torchmetrics does.
 - Keypoint distance: mean Euclidean distance over the joints present in both sets (MGD draws a joint when x > 1 and
   y > 1; a detector's joint is present when its score is > 0).
 - Sketch distance: both sketches binarised as MGD's loader binarises its input sketch (PIL resize to 384x512, then a
