@@ -63,6 +63,18 @@ class Workspace:
         self.write("gen_list.json", json.dumps(["a red dress"]))
         self.write("gen_numbers.json", json.dumps({"B001": 7}))
         self.write("gen_stray.json", json.dumps({"B001.png": "a dress", "C1": "x", "C2": "y"}))
+        # try-on layouts: DressCode with upper_body only, outputs of upper_body and lower_body; VITON-HD whose
+        # captions lack the one output's garment
+        self.dresscode = self.folder("dc", {"test_pairs_paired.txt": "000001_0.jpg 000001_1.jpg 0\n"})
+        self.dresscode_out = self.folder("dcout", {})
+        self.viton = self.folder("vt", {"test_pairs.txt": "00001_00.jpg 00002_00.jpg\n",
+                                        "captions.json": json.dumps({"00009": ["a", "b", "c"]})})
+        self.viton_out = self.folder("vtout", {})
+        for path in (self.dresscode / "upper_body" / "images" / "000001_0.jpg", self.dresscode_out / "upper_body" /
+                     "000001_0.png", self.dresscode_out / "lower_body" / "000002_0.png",
+                     self.viton / "test" / "image" / "00001_00.jpg", self.viton_out / "00001_00.png"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.zeros((16, 12, 3), dtype=np.uint8)).save(path)
 
     def write(self, name: str, content: str | bytes) -> Path:
         path = self.root / name
@@ -97,6 +109,13 @@ def scored(ws: Workspace, protocol: str, *extra: str) -> list[str]:
 
 def captions(ws: Workspace, generated: str) -> list[str]:
     return scored(ws, "captions", "--generated", ws.at(generated), "--ground-truth", ws.at("refs.json"))
+
+
+def tryon(ws: Workspace, protocol: str, *extra: str) -> list[str]:
+    """`atelier evaluate` of the dresscode or mgd protocol on the workspace's layouts, `extra` replacing flags."""
+    generated, data = (ws.dresscode_out, ws.dresscode) if protocol == "dresscode" else (ws.viton_out, ws.viton)
+    return ["evaluate", "--protocol", protocol, "--generated", str(generated), "--data", str(data), "--out",
+            ws.at("r.json"), *extra]
 
 
 def synth(ws: Workspace, *extra: str) -> list[str]:
@@ -244,6 +263,32 @@ ROWS = [
                  id="evaluate-captions-not-strings"),
     pytest.param(lambda ws: captions(ws, "gen_stray.json"), 2, ["gen_stray.json", "2 generated ids have no reference",
                                                                 "'C1', 'C2'"], id="evaluate-captions-ids-without-reference"),
+    # evaluate's try-on protocols: each layout, flag and file checked before any network is built
+    pytest.param(lambda ws: scored(ws, "dresscode", "--generated", str(ws.dresscode_out)), 2,
+                 ["dresscode needs --data"], id="evaluate-dresscode-without-data"),
+    pytest.param(lambda ws: tryon(ws, "dresscode", "--category", "dresses"), 2,
+                 ["--generated", "dresses: category folder not found"], id="evaluate-dresscode-category-not-generated"),
+    pytest.param(lambda ws: tryon(ws, "dresscode"), 2, ["--data", "lower_body/images: not a folder"],
+                 id="evaluate-dresscode-category-not-in-data"),
+    pytest.param(lambda ws: tryon(ws, "dresscode", "--category", "upper_body", "--real", str(ws.gt)), 2,
+                 ["--real", "its own test persons"], id="evaluate-dresscode-real"),
+    pytest.param(lambda ws: tryon(ws, "mgd", "--clip", str(ws.someones)), 2,
+                 ["vt/captions.json: no caption for 1 output: 00001_00.png (garment 00001)"],
+                 id="evaluate-mgd-caption-missing"),
+    pytest.param(lambda ws: tryon(ws, "mgd", "--test-size", "256x192"), 2, ["--test-size 256x192", "512x384"],
+                 id="evaluate-mgd-test-size"),
+    pytest.param(lambda ws: tryon(ws, "mgd", "--data", str(ws.gt)), 2, ["--data", "gt: neither VITON-HD"],
+                 id="evaluate-mgd-data-not-a-layout"),
+    pytest.param(lambda ws: tryon(ws, "mgd", "--generated", str(ws.gt)), 2,
+                 ["1 of 1 outputs", "name no test person", "a.png"], id="evaluate-mgd-output-names-no-person"),
+    pytest.param(lambda ws: tryon(ws, "mgd", "--pose-model", ws.at("body.pth")), 2,
+                 ["--pose-model", "body.pth: file not found"], id="evaluate-mgd-pose-model-missing"),
+    pytest.param(lambda ws: tryon(ws, "mgd", "--keypoints", str(ws.file)), 2, ["--keypoints", "file.txt: not a folder"],
+                 id="evaluate-mgd-keypoints-not-a-folder"),
+    pytest.param(lambda ws: evaluate(ws, "--clip", str(ws.someones)), 2, ["--clip: only --protocol mgd uses it"],
+                 id="evaluate-clip-outside-mgd"),
+    pytest.param(lambda ws: evaluate(ws, "--category", "dresses"), 2, ["--category: only --protocol dresscode / mgd"],
+                 id="evaluate-category-outside-tryon"),
     # synth: every size and count has a stated bound
     pytest.param(lambda ws: synth(ws, "--size", "100000x100000"), 2, ["--size", "4096"], id="synth-size-huge"),
     pytest.param(lambda ws: synth(ws, "--size", "0x0"), 2, ["--size"], id="synth-size-zero"),

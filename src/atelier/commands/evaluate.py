@@ -7,10 +7,13 @@ import argparse
 import os
 from pathlib import Path
 
+from atelier.data.formats.dresscode import CATEGORIES as DRESSCODE_CATEGORIES
 from atelier.data.formats.fashioniq import CATEGORIES
 
 IMAGE_PROTOCOLS = ("cfld", "pidm", "standard", "vitonhd")  # folders of generated and ground-truth images
-PROTOCOL_NAMES = (*IMAGE_PROTOCOLS, "fashioniq", "fashiongen", "captions")
+LAYOUT_PROTOCOLS = ("dresscode", "mgd")  # generated images against a dataset layout (--data)
+PROTOCOL_NAMES = (*IMAGE_PROTOCOLS, *LAYOUT_PROTOCOLS, "fashioniq", "fashiongen", "captions")
+MGD_FLAGS = ("--captions", "--sketches", "--keypoints", "--clip", "--pose-model", "--sketch-model")
 
 EPILOG = """protocols:
   cfld      pose transfer as CFLD/MCLD: SSIM (uniform 51), SSIM_256, PSNR, LPIPS-alex, FID (torchvision
@@ -18,6 +21,13 @@ EPILOG = """protocols:
   pidm      pose transfer as PIDM: 256x256 PNG then bilinear to 176x256; SSIM (51), PSNR, LPIPS, FID
   standard  SSIM (Gaussian 11), PSNR, LPIPS alex+vgg, FID and KID x1000 (pytorch-fid Inception)
   vitonhd   try-on as LaDI-VTON: --setting paired (SSIM, LPIPS, FID, KID) or unpaired (FID, KID), vs test/image
+  dresscode try-on on DressCode as LaDI-VTON, per category and over all: --generated GEN (GEN/<category>/X_0.jpg)
+            --data DRESSCODE (ground truth <category>/images/X_0.jpg of the test persons); --category to choose
+  mgd       garment design as MGD (--generated: outputs named like their person; --data: the VITON-HD or DressCode
+            multimodal root): FID, KID (clean-fid) vs the test persons; clip_score with --clip DIR; pose_distance
+            with --pose-model FILE (OpenPose) and pose_distance_keypoints with --keypoints DIR; sketch_distance with
+            --sketch-model FILE.onnx (PiDiNet) and sketch_distance_xdog (no weights); each absent with its reason
+            when its input is not given
   fashioniq composed retrieval (--checkpoint RUN --data FASHIONIQ_DIR): per category, each val triplet's query
             (reference image + "{caption 1} and {caption 2}") ranked against the category's full val gallery;
             R@10/R@50 per category, their means and the mean of both
@@ -36,6 +46,9 @@ examples:
   atelier evaluate --protocol vitonhd --setting unpaired --generated out/unpaired \\
       --ground-truth VITON-HD/test/image --out unpaired.json
   atelier evaluate --protocol standard --generated gen --ground-truth gt --allow-random-weights --out smoke.json
+  atelier evaluate --protocol dresscode --generated out/paired --data DressCode --out dresscode.json
+  atelier evaluate --protocol mgd --setting unpaired --generated out/mgd_unpaired/images --data VITON-HD \\
+      --clip clip-vit-large-patch14 --pose-model body_pose_model.pth --out mgd.json
   atelier evaluate --protocol fashioniq --checkpoint runs/composed --data fashioniq --out fiq.json
   atelier evaluate --protocol fashiongen --checkpoint runs/retrieval --data fashiongen_256_256_validation.h5 \\
       --device cuda --out fashiongen.json
@@ -69,19 +82,40 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="fashioniq/fashiongen: a retrieval run (RUN or RUN/final) or a BLIP-2 retrieval folder")
     parser.add_argument("--data", type=Path, metavar="PATH",
                         help="fashioniq: the FashionIQ folder (captions/, image_splits/, images/); fashiongen: the "
-                             "FashionGen HDF5 file")
+                             "FashionGen HDF5 file; dresscode: the DressCode root; mgd: the VITON-HD or DressCode "
+                             "multimodal root (MGD's captions, im_sketch/, keypoints)")
     parser.add_argument("--split", choices=("val", "train", "test"), default="val",
                         help="fashioniq: the split scored (default val, the one papers report)")
     parser.add_argument("--categories", nargs="+", choices=CATEGORIES, default=list(CATEGORIES), metavar="CATEGORY",
                         help=f"fashioniq: the categories scored (default: {' '.join(CATEGORIES)})")
     parser.add_argument("--real", type=Path, metavar="DIR",
                         help="real set for FID/KID (cfld/pidm: the training images; default for standard/vitonhd: "
-                             "the ground-truth folder)")
+                             "the ground-truth folder; mgd: the listed test persons' images)")
     parser.add_argument("--pairs", type=Path, metavar="CSV", help="pairs CSV with header from,to (names carry the source)")
     parser.add_argument("--out", required=True, type=Path, metavar="JSON", help="where to write the report")
     parser.add_argument("--setting", choices=("paired", "unpaired"), default="paired",
-                        help="vitonhd only: paired (SSIM, LPIPS, FID, KID) or unpaired (FID, KID)")
-    parser.add_argument("--test-size", dest="size", metavar="HxW", help="test size as the papers write it, height x width (default 256x176; vitonhd 512x384); note: --size elsewhere is WxH")
+                        help="vitonhd, dresscode: paired (SSIM, LPIPS, FID, KID) or unpaired (FID, KID); mgd: which "
+                             "garment, caption and sketch each output was made from")
+    parser.add_argument("--category", nargs="+", choices=DRESSCODE_CATEGORIES, metavar="CATEGORY",
+                        help="dresscode, mgd on DressCode: the categories scored (upper_body lower_body dresses; "
+                             "default: dresscode every category folder in --generated, mgd all)")
+    parser.add_argument("--clip", type=Path, metavar="DIR",
+                        help="mgd: a transformers CLIP folder for clip_score (e.g. openai/clip-vit-large-patch14); "
+                             "without it clip_score is reported missing")
+    parser.add_argument("--captions", type=Path, metavar="FILE",
+                        help="mgd: captions.json (garment id -> noun phrases) to use instead of the dataset's")
+    parser.add_argument("--sketches", type=Path, metavar="DIR",
+                        help="mgd: the input sketches, named as MGD's im_sketch/ (paired) or im_sketch_unpaired/ "
+                             "files, instead of the dataset's")
+    parser.add_argument("--keypoints", type=Path, metavar="DIR",
+                        help="mgd: OpenPose JSON of each output (<output stem>_keypoints.json) for "
+                             "pose_distance_keypoints")
+    parser.add_argument("--pose-model", type=Path, metavar="FILE",
+                        help="mgd: OpenPose's body model (body_pose_model.pth, or .onnx with onnxruntime) for "
+                             "pose_distance")
+    parser.add_argument("--sketch-model", type=Path, metavar="FILE",
+                        help="mgd: PiDiNet exported to ONNX (needs onnxruntime) for sketch_distance")
+    parser.add_argument("--test-size", dest="size", metavar="HxW", help="test size as the papers write it, height x width (default 256x176; vitonhd, dresscode 512x384; mgd always 512x384); note: --size elsewhere is WxH")
     parser.add_argument("--weights-dir", type=Path, metavar="DIR", help="folder holding the network weight files")
     parser.add_argument("--allow-random-weights", action="store_true",
                         help="use seeded random networks when weights are missing (report stamped NOT COMPARABLE)")
@@ -108,8 +142,47 @@ def _required(args: argparse.Namespace, flags: tuple[str, ...]) -> None:
             raise UserError(f"--protocol {args.protocol} needs {flag}{both}")
 
 
+def _only(args: argparse.Namespace, flags: tuple[str, ...], protocols: tuple[str, ...]) -> None:
+    """UserError naming the first of `flags` given to a protocol outside `protocols`."""
+    from atelier.errors import UserError
+
+    for flag in flags:
+        if args.protocol not in protocols and getattr(args, flag.lstrip("-").replace("-", "_")) is not None:
+            raise UserError(f"{flag}: only --protocol {' / '.join(protocols)} uses it, not {args.protocol}")
+
+
+def _layout_report(args: argparse.Namespace) -> dict:
+    """dresscode / mgd: generated images against a dataset layout."""
+    from atelier.errors import UserError
+
+    _required(args, ("--generated", "--data"))
+    common = {"setting": args.setting, "categories": args.category, "real": args.real,
+              "weights_dir": args.weights_dir, "allow_random_weights": args.allow_random_weights,
+              "batch_size": args.batch_size, "device": args.device, "workers": args.workers,
+              "fid_method": args.fid_method, "seed": args.seed, "use_cache": not args.no_cache}
+    if args.protocol == "dresscode":
+        from atelier.metrics.tryon import evaluate_dresscode
+
+        if args.real is not None:
+            raise UserError("--real: the dresscode protocol compares each category with its own test persons "
+                            "(LaDI-VTON's statistics); leave it out")
+        del common["real"]
+        return evaluate_dresscode(args.generated, args.data, size=args.size, **common)
+    from atelier.metrics.mgd import evaluate_mgd
+
+    if args.size is not None:
+        raise UserError(f"--test-size {args.size}: the mgd protocol measures at MGD's output size, 512x384")
+    return evaluate_mgd(args.generated, args.data, captions=args.captions, sketches=args.sketches,
+                        keypoints=args.keypoints, clip=args.clip, pose_model=args.pose_model,
+                        sketch_model=args.sketch_model, **common)
+
+
 def _report(args: argparse.Namespace) -> dict:
     """The report of the chosen protocol (flags checked first, each protocol's inputs before any work)."""
+    _only(args, MGD_FLAGS, ("mgd",))
+    _only(args, ("--category",), LAYOUT_PROTOCOLS)
+    if args.protocol in LAYOUT_PROTOCOLS:
+        return _layout_report(args)
     if args.protocol == "captions":
         from atelier.metrics.caption_eval import evaluate_captions
 

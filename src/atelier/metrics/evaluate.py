@@ -66,7 +66,7 @@ class Networks:
     missing: dict[str, str] = field(default_factory=dict)
 
 
-def _build_networks(protocol: Protocol, setting: str, weights_dir, allow_random: bool, options: Options,
+def build_networks(protocol: Protocol, setting: str, weights_dir, allow_random: bool, options: Options,
                     with_features: bool) -> Networks:
     nets = Networks()
     lpips_keys = protocol.lpips if setting == "paired" else {}
@@ -129,7 +129,7 @@ def _feature_input(spec: FeatureSpec, rows: list[dict], key: str, device: str) -
     return _unit_tensor([r[key] for r in rows], device)
 
 
-def _score_generated(items: list, protocol: Protocol, nets: Networks, options: Options, paired: bool):
+def score_generated(items: list, protocol: Protocol, nets: Networks, options: Options, paired: bool):
     """One pass over this rank's generated images: per-image rows (SSIM, PSNR, LPIPS) and feature statistics."""
     specs = [s for s in protocol.features if s.key in nets.features]
     loader = _PairLoader(protocol, options, paired, any(s.view == "clean299" for s in specs))
@@ -158,7 +158,7 @@ def _score_generated(items: list, protocol: Protocol, nets: Networks, options: O
     return results, stats
 
 
-def _real_statistics(protocol: Protocol, real_files: list[Path], nets: Networks, options: Options, ranks: Ranks):
+def real_statistics(protocol: Protocol, real_files: list[Path], nets: Networks, options: Options, ranks: Ranks):
     """Real-set feature statistics per FeatureSpec: from the cache when the same files were scored before."""
     specs = [s for s in protocol.features if s.key in nets.features]
     found, cache_info, paths = {}, {}, {}
@@ -192,7 +192,7 @@ def _real_statistics(protocol: Protocol, real_files: list[Path], nets: Networks,
         bar.update(len(rows))
     bar.close()
     for spec in todo:
-        stats[spec.key] = _gather_stats(stats[spec.key], ranks)
+        stats[spec.key] = gather_stats(stats[spec.key], ranks)
         if ranks.is_main and options.use_cache and fid_lib.cache_enabled():
             stats[spec.key].save(paths[spec.key])
             cache_info[spec.key] = f"computed and cached: {paths[spec.key]}"
@@ -201,7 +201,7 @@ def _real_statistics(protocol: Protocol, real_files: list[Path], nets: Networks,
     return {**found, **stats}, cache_info
 
 
-def _gather_stats(stats: fid_lib.FeatureStats, ranks: Ranks) -> fid_lib.FeatureStats:
+def gather_stats(stats: fid_lib.FeatureStats, ranks: Ranks) -> fid_lib.FeatureStats:
     if ranks.count == 1:
         return stats
     merged = fid_lib.FeatureStats(stats.dim, stats.kid_capacity)
@@ -229,10 +229,12 @@ def _feature_metrics(protocol, generated_stats, real_stats, nets, options, metri
         if spec.key in nets.missing:
             continue
         fake, real = generated_stats.get(spec.key), real_stats.get(spec.key)
-        if real is None:
+        if real is None or fake is None:
             continue
         if fake.count < 2 or real.count < 2:
             missing[spec.key] = f"FID needs at least 2 images per set (generated {fake.count}, real {real.count})"
+            if spec.kid:
+                missing["kid_x1000"] = missing[spec.key]
             continue
         metrics[spec.key] = fid_lib.frechet_distance(*real.mean_cov(), *fake.mean_cov(), method=options.fid_method)
         if spec.kid:
@@ -240,6 +242,19 @@ def _feature_metrics(protocol, generated_stats, real_stats, nets, options, metri
                                                           options.kid_subset_size, options.seed)
             metrics["kid_x1000"], details["kid_std_x1000"] = mean * 1000, std * 1000
             details["kid_subset_size"] = min(options.kid_subset_size, len(real.reservoir), len(fake.reservoir))
+
+
+def make_options(proto: Protocol, setting: str, size, batch_size: int, device: str, workers: int | None,
+                 fid_method: str, kid_subsets: int, kid_subset_size: int, kid_capacity: int, seed: int,
+                 use_cache: bool, ranks: Ranks) -> Options:
+    """The run options of a protocol, after checking the setting and the batch size (UserError naming the flag)."""
+    if setting not in proto.settings:
+        raise UserError(f"--setting {setting}: the {proto.name} protocol has {', '.join(proto.settings)}")
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: expected a positive number of images per batch")
+    size = parse_size(size) if isinstance(size, str) else tuple(size or proto.default_size)
+    return Options(size, batch_size, ranks.device(resolve_device(device)), workers or default_workers(), fid_method,
+                   kid_subsets, kid_subset_size, kid_capacity, seed, use_cache)
 
 
 def evaluate(
@@ -267,18 +282,18 @@ def evaluate(
     """Score generated images under a named protocol (cfld, pidm, standard, vitonhd); returns the report dict.
 
     per_image: also return each image's paired scores (report["per_image"]: {"name", "ssim", "psnr", ...} per
-    generated file, sorted by name), for paired tests between methods scored on the same pairs.
+    generated file, sorted by name), for paired tests between methods scored on the same pairs. The dataset-layout
+    protocols have their own entry points: `atelier.metrics.tryon.evaluate_dresscode` and
+    `atelier.metrics.mgd.evaluate_mgd`.
     """
     started = time.time()
+    if protocol in ("dresscode", "mgd"):
+        raise UserError(f"--protocol {protocol} reads a dataset layout, not two image folders: call "
+                        f"atelier.metrics.{'tryon.evaluate_dresscode' if protocol == 'dresscode' else 'mgd.evaluate_mgd'}")
     proto = get_protocol(protocol)
-    if setting not in proto.settings:
-        raise UserError(f"--setting {setting}: the {proto.name} protocol has {', '.join(proto.settings)}")
-    if batch_size < 1:
-        raise UserError(f"--batch-size {batch_size}: expected a positive number of images per batch")
     ranks = current_ranks()
-    size = parse_size(size) if isinstance(size, str) else tuple(size or proto.default_size)
-    options = Options(size, batch_size, ranks.device(resolve_device(device)), workers or default_workers(), fid_method,
-                      kid_subsets, kid_subset_size, kid_capacity, seed, use_cache)
+    options = make_options(proto, setting, size, batch_size, device, workers, fid_method, kid_subsets,
+                           kid_subset_size, kid_capacity, seed, use_cache, ranks)
     paired = setting == "paired"
     generated_files = list_images(generated, "--generated")
     items: list = generated_files
@@ -292,32 +307,40 @@ def evaluate(
     real_dir = real if real is not None else (ground_truth if proto.real_default == "ground_truth" else None)
     real_files = list_images(real_dir, "--real") if real_dir is not None else []
 
-    nets = _build_networks(proto, setting, weights_dir, allow_random_weights, options, with_features=real_dir is not None)
+    nets = build_networks(proto, setting, weights_dir, allow_random_weights, options, with_features=real_dir is not None)
     if real_dir is None:
         for spec in proto.features:
             nets.missing.setdefault(spec.key, f"the {proto.name} protocol's {spec.key} compares with the training set: "
                                               "pass --real DIR (e.g. train_highres/)")
             if spec.kid:
                 nets.missing.setdefault("kid_x1000", nets.missing[spec.key])
-    rows, generated_stats = _score_generated(ranks.shard(items), proto, nets, options, paired)
+    rows, generated_stats = score_generated(ranks.shard(items), proto, nets, options, paired)
     rows = ranks.gather(rows)
-    generated_stats = {k: _gather_stats(v, ranks) for k, v in generated_stats.items()}
-    real_stats, cache_info = ({}, {}) if real_dir is None else _real_statistics(proto, real_files, nets, options, ranks)
+    generated_stats = {k: gather_stats(v, ranks) for k, v in generated_stats.items()}
+    real_stats, cache_info = ({}, {}) if real_dir is None else real_statistics(proto, real_files, nets, options, ranks)
 
-    metrics, details = _metrics(proto, setting, rows, generated_stats, real_stats, nets, options)
-    run = {"generated": generated, "ground_truth": ground_truth, "real": real_dir, "pairs": pairs, "started": started,
+    metrics, details, missing = compute_metrics(proto, setting, rows, generated_stats, real_stats, nets, options)
+    run = {"started": started,
+           "inputs": {"generated": generated, "ground_truth": ground_truth, "real": real_dir, "pairs": pairs},
            "counts": {"generated": len(generated_files), "scored": len(rows), "real": len(real_files),
                       "pairs_without_output": len(pairs_without_output)},
            "pairs_without_output": [f"{a} -> {b}" for a, b in pairs_without_output[:20]]}
-    report = _report(proto, setting, options, metrics, details, nets, cache_info, run)
+    report = build_report(proto, setting, options, metrics, details, missing, nets, cache_info, run)
     if per_image:
-        report["per_image"] = json_safe(sorted(({k: float(v) if k != "name" else v for k, v in row.items()} for row in rows),
-                                               key=lambda row: row["name"]))
+        report["per_image"] = per_image_rows(rows)
     return report
 
 
-def _metrics(proto: Protocol, setting: str, rows, generated_stats, real_stats, nets: Networks, options: Options):
-    """Means of the per-image metrics, then FID/KID; metrics that could not be computed stay None."""
+def per_image_rows(rows: list[dict]) -> list[dict]:
+    """Each image's scores as JSON-safe rows sorted by name (the report's per_image entry)."""
+    return json_safe(sorted(({k: float(v) if k != "name" else v for k, v in row.items()} for row in rows),
+                            key=lambda row: row["name"]))
+
+
+def compute_metrics(proto: Protocol, setting: str, rows, generated_stats, real_stats, nets: Networks,
+                    options: Options) -> tuple[dict, dict, dict]:
+    """Means of the per-image metrics, then FID/KID: (metrics, details, missing). Metrics that could not be computed
+    stay None, with their reason in `missing` (a network without weights, or too few images)."""
     keys = proto.metric_keys(setting)
     metrics: dict = {key: None for key in keys}
     details: dict = {"fid_method": options.fid_method}
@@ -325,17 +348,20 @@ def _metrics(proto: Protocol, setting: str, rows, generated_stats, real_stats, n
         values = [row[key] for row in rows if key in row]
         if values:
             metrics[key] = float(np.mean(values))
-    _feature_metrics(proto, generated_stats, real_stats, nets, options, metrics, nets.missing, details)
-    return metrics, details
+    missing: dict = {}
+    _feature_metrics(proto, generated_stats, real_stats, nets, options, metrics, missing, details)
+    missing = {key: missing.get(key) or nets.missing.get(key, "not computed")
+               for key, value in metrics.items() if value is None}
+    return metrics, details, missing
 
 
-def _report(proto: Protocol, setting: str, options: Options, metrics, details, nets: Networks, cache_info, run) -> dict:
-    """Assemble the JSON-safe report dict (see atelier.metrics.report for its markdown form)."""
+def build_report(proto: Protocol, setting: str, options: Options, metrics: dict, details: dict, missing: dict,
+                 nets: Networks, cache_info: dict, run: dict, labels: dict | None = None) -> dict:
+    """Assemble the JSON-safe report dict (see atelier.metrics.report for its markdown form). `run` holds "started",
+    "inputs" (flag -> path or None), "counts" and optionally "pairs_without_output" and "categories"."""
     size = options.size
-    missing = {key: nets.missing.get(key, "not computed") for key, value in metrics.items() if value is None}
     stamp = STAMP_RANDOM if any("RANDOM" in v for v in nets.provenance.values()) else None
-    as_text = {k: (str(run[k]) if run[k] is not None else None) for k in ("generated", "ground_truth", "real", "pairs")}
-    return json_safe({
+    report = {
         "protocol": proto.name,
         "title": proto.title,
         "source": proto.source,
@@ -344,13 +370,16 @@ def _report(proto: Protocol, setting: str, options: Options, metrics, details, n
         "stamp": stamp,
         "metrics": metrics,
         "missing": missing,
-        "labels": {key: metric_label(proto, key) for key in metrics},
+        "labels": labels if labels is not None else {key: metric_label(proto, key) for key in metrics},
         "details": details,
         "counts": run["counts"],
-        "pairs_without_output": run["pairs_without_output"],
+        "pairs_without_output": run.get("pairs_without_output", []),
         "weights": nets.provenance,
         "real_statistics": cache_info,
-        "inputs": as_text,
+        "inputs": {key: (str(value) if value is not None else None) for key, value in run["inputs"].items()},
         "environment": environment(options.device),
         "seconds": round(time.time() - run["started"], 2),
-    })
+    }
+    if "categories" in run:
+        report["categories"] = run["categories"]
+    return json_safe(report)

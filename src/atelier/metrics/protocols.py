@@ -41,6 +41,27 @@
   - both settings: `fid` and `kid_x1000` as clean-fid mode "clean": each image at its stored size, per-channel
     float PIL bicubic to 299x299, (x - 128) / 128, the pytorch-fid port of the TF FID Inception; real set =
     `--ground-truth` (`test/image`). KID is reported x1000 (papers differ between x100 and x1000: check).
+`dresscode` - virtual try-on on DressCode as LaDI-VTON evaluates it (`src/utils/val_metrics.py`,
+`generate_fid_stats.py`, `image_from_pipe.py`): the same metrics and settings as `vitonhd`, per category and over all.
+  - generated images in `<category>/<X_0>.(jpg|png)` (LaDI-VTON saves `<out>/<category>/<im_name>`); `--category`
+    picks categories, else every category folder present is scored (LaDI-VTON's `all`);
+  - ground truth `<DressCode>/<category>/images/X_0.jpg` of the category's test persons (the first column of
+    `test_pairs_paired.txt`, whose images LaDI-VTON copies to build each category's clean-fid statistics, in both
+    settings); per category: `ssim`, `lpips` (paired), `fid`, `kid_x1000` against that category's persons; over all:
+    the mean SSIM/LPIPS over every image and FID/KID of all outputs against all persons (its `dresscode_all` stats).
+
+`mgd` - multimodal garment design as MGD (Baldrati et al., ICCV 2023, github.com/aimagelab/multimodal-garment-designer)
+evaluates it. Its release ships no metric code (`src/eval.py` only generates images), so what follows is built from
+its README's pinned environment (clean-fid 0.1.35, torchmetrics 0.11), its dataset code (captions, sketches, keypoints)
+and the paper's description; each label says which parts are our reading (see atelier.metrics.garment).
+  - generated images named like their person (`<person stem>.jpg`, as its eval.py writes `images/<im_name>`), on the
+    VITON-HD or DressCode multimodal layout (`--data`), pairs of `--setting` (VITON-HD paired = own garment);
+  - `fid`, `kid_x1000`: clean-fid "clean" against the listed test persons' images (or `--real`);
+  - `clip_score`: torchmetrics CLIPScore with the `--clip` model; text = MGD's `", ".join(noun phrases)` of the
+    garment (captions.json ids with >= 3 phrases; DressCode: fine captions with >= 3, then the coarse ones);
+  - `pose_distance` (needs `--pose-model`, an OpenPose body model) and `sketch_distance` (needs `--sketch-model`, a
+    PiDiNet ONNX export): MGD's PD and SD by our reading; `pose_distance_keypoints` (output keypoints from
+    `--keypoints`) and `sketch_distance_xdog` (atelier's weight-free XDoG edges) are labelled variants, not MGD's.
 """
 
 from __future__ import annotations
@@ -180,6 +201,59 @@ PROTOCOLS: dict[str, Protocol] = {
 }
 
 
+_CLEAN_FID = FeatureSpec("fid", "inception_fid", "clean", "FID, clean-fid 'clean' (pytorch-fid Inception)", kid=True)
+# protocols that read a dataset layout (atelier.metrics.tryon, atelier.metrics.mgd), not two image folders
+LAYOUT_PROTOCOLS: dict[str, Protocol] = {
+    "dresscode": Protocol(
+        name="dresscode",
+        title="Virtual try-on on DressCode, LaDI-VTON convention, per category",
+        source="github.com/miccunifi/ladi-vton src/utils/val_metrics.py, generate_fid_stats.py (per-category clean-fid "
+               "stats), torchmetrics SSIM/LPIPS",
+        default_size=(512, 384),
+        generated=_bilinear,
+        ground_truth=_bilinear,
+        real=_bilinear,
+        ssim={"ssim": GAUSSIAN_15},
+        psnr=False,
+        lpips={"lpips": "alex"},
+        features=(_CLEAN_FID,),
+        real_default="ground_truth",
+        settings=("paired", "unpaired"),
+    ),
+    "mgd": Protocol(
+        name="mgd",
+        title="Multimodal garment design, MGD protocol",
+        source="github.com/aimagelab/multimodal-garment-designer (no metric code released: its pinned clean-fid and "
+               "torchmetrics, its dataset code, the paper's metric description)",
+        default_size=(512, 384),
+        generated=_bilinear,
+        ground_truth=_bilinear,
+        real=_bilinear,
+        ssim={},
+        psnr=False,
+        lpips={},
+        features=(FeatureSpec("fid", "inception_fid", "clean", "FID, clean-fid 'clean' (MGD pins clean-fid 0.1.35), "
+                              "against the listed test persons' images", kid=True),),
+        real_default="ground_truth",
+        settings=("paired", "unpaired"),
+    ),
+}
+MGD_KEYS = ("clip_score", "pose_distance", "pose_distance_keypoints", "sketch_distance", "sketch_distance_xdog")
+MGD_LABELS = {
+    "clip_score": "CLIP-S as torchmetrics CLIPScore (MGD pins torchmetrics 0.11): max(0, mean of 100 cos(image, "
+                  "caption)); caption = MGD's ', '.join of the garment's noun phrases; CLIP model from --clip",
+    "pose_distance": "MGD's pose distance, our reading (no code released): mean distance (px at 384x512) between the "
+                     "OpenPose body keypoints of the output (--pose-model; strongest peak per joint) and the dataset's, "
+                     "over joints present in both, averaged over outputs",
+    "pose_distance_keypoints": "NOT MGD's PD: pose_distance with the output keypoints read from --keypoints (OpenPose "
+                               "JSON from your own detector run)",
+    "sketch_distance": "MGD's sketch distance, our reading (no code released): share of pixels inside the input "
+                       "sketch's bounding box (384x512) where the output's PiDiNet edges (--sketch-model) and the input "
+                       "sketch differ, both binarised as MGD binarises its sketch (8-bit value > 234)",
+    "sketch_distance_xdog": "NOT MGD's SD: sketch_distance with atelier's weight-free XDoG edges (atelier.utils.xdog) "
+                            "in place of PiDiNet",
+}
+
 def get_protocol(name: str) -> Protocol:
     """Look up a protocol by name, with the list of valid names in the error."""
     if name not in PROTOCOLS:
@@ -200,4 +274,9 @@ def metric_label(protocol: Protocol, key: str) -> str:
     for spec in protocol.features:
         if spec.key == key:
             return spec.label
+    if key in MGD_LABELS:
+        return MGD_LABELS[key]
+    if "/" in key:  # a per-category key of a layout protocol: ssim/upper_body
+        base, category = key.split("/", 1)
+        return f"{metric_label(protocol, base)}; {category} only"
     return key

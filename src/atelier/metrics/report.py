@@ -84,19 +84,36 @@ def _counts_line(counts: dict) -> str:
     return "counts: " + ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in counts.items()) + "."
 
 
+def _category_grid(report: dict) -> list[str]:
+    """One row per category (keys `<metric>/<category>`) under the row of all images (plain keys), one column per
+    metric, then each metric's settings."""
+    metrics, summary = report["metrics"], report["categories"]
+    keys = [key for key in metrics if "/" not in key]
+    lines = ["| images | n | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
+    rows = [("all", report["counts"]["scored"], "")]
+    rows += [(category, counts["generated"], f"/{category}") for category, counts in summary.items()]
+    for name, count, suffix in rows:
+        lines.append(f"| {name} | {count} | " + " | ".join(_format(key, metrics.get(key + suffix)) for key in keys) + " |")
+    return lines + [""] + [f"- `{key}`: {report['labels'].get(key, '')}" for key in keys]
+
+
 def markdown_table(report: dict) -> str:
-    """The report as a markdown section: title, stamp, one row per metric with its settings, then what is missing
-    (keys missing for one reason on one line)."""
+    """The report as a markdown section: title, stamp, one row per metric with its settings (or, for a per-category
+    report, one row per category and a column per metric), then what is missing (keys missing for one reason on one
+    line)."""
     setting = ", ".join(str(part) for part in (report["setting"], report.get("size")) if part)
     lines = [f"### {report['title']} (`{report['protocol']}`, {setting})", ""]
     if report.get("stamp"):
         lines += [f"**{report['stamp']}**", ""]
-    lines += ["| metric | value | settings |", "|---|---|---|"]
-    for key, value in report["metrics"].items():
-        shown = _format(key, value)
-        if key == "kid_x1000" and value is not None and "kid_std_x1000" in report["details"]:
-            shown += f" ± {report['details']['kid_std_x1000']:.3f}"
-        lines.append(f"| {key} | {shown} | {report['labels'].get(key, '')} |")
+    if report.get("categories"):
+        lines += _category_grid(report)
+    else:
+        lines += ["| metric | value | settings |", "|---|---|---|"]
+        for key, value in report["metrics"].items():
+            shown = _format(key, value)
+            if key == "kid_x1000" and value is not None and "kid_std_x1000" in report["details"]:
+                shown += f" ± {report['details']['kid_std_x1000']:.3f}"
+            lines.append(f"| {key} | {shown} | {report['labels'].get(key, '')} |")
     counts = report["counts"]
     lines += ["", _counts_line(counts)]
     if counts.get("pairs_without_output"):

@@ -16,16 +16,18 @@ from atelier.errors import UserError
 
 
 def load_published_weights(
-    module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str, ignore_prefixes: Iterable[str] = ()
+    module: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str, ignore_prefixes: Iterable[str] = (),
+    layout: str = "the published torchvision / pytorch-fid layout",
 ) -> None:
-    """Copy a published state dict into `module`, failing with a clear message on a missing or misshapen tensor."""
+    """Copy a published state dict into `module`, failing with a clear message on a missing or misshapen tensor
+    (`layout` names the file the message asks for)."""
     ignore_prefixes = tuple(ignore_prefixes)
     expected = {k: v for k, v in module.state_dict().items() if not k.endswith("num_batches_tracked")}
     missing = [k for k in expected if k not in state_dict]
     if missing:
         raise UserError(
             f"weights file {source} lacks {len(missing)} tensors the network needs (first: {', '.join(missing[:3])}); "
-            "expected the published torchvision / pytorch-fid layout: use the original file, unmodified"
+            f"expected {layout}: use the original file, unmodified"
         )
     wrong = [
         f"{k} {tuple(state_dict[k].shape)} (expected {tuple(v.shape)})"
