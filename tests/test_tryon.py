@@ -200,3 +200,37 @@ def test_bad_input_gets_one_line_naming_the_flag(case, expected, tmp_path, tryon
     lines = [line for line in output.splitlines() if "error" in line]
     assert len(lines) == 1 and re.search(expected, lines[0]), output
 
+
+
+def test_mask_weight_of_one_is_the_plain_loss_and_weights_move_it():
+    from atelier.training.losses import DiffusionLossConfig, denoising_loss
+
+    unet = build_tiny_components().unet
+    latents, context = torch.randn(2, 4, 16, 12), torch.randn(2, 77, 64)
+
+    def loss(weight):
+        return denoising_loss(unet, build_tiny_components().scheduler, latents, context,
+                              torch.Generator().manual_seed(0), DiffusionLossConfig(), weight=weight)
+
+    with torch.no_grad():
+        plain, ones = loss(None), loss(torch.ones(2, 1, 16, 12))
+        half = torch.zeros(2, 1, 16, 12)
+        half[..., :8, :] = 1.0
+        top = loss(half)
+    assert torch.allclose(plain, ones, atol=1e-6) and not torch.allclose(plain, top)
+
+
+def test_new_parts_learn_at_their_own_rate(tryon_data):
+    from atelier.registry import build_task
+    from atelier.training.loop import make_optimizer
+
+    cfg = _config(tryon_data, "tryon", "noisy")
+    cfg.new_parts_lr_scale = 10.0
+    task = build_task(cfg)
+    groups = task.parameter_groups()
+    assert sum(len(g["params"]) for g in groups) == len(task.trainable_parameters())
+    new = {id(p) for p in groups[1]["params"]}
+    names = [n for n, p in task.trainable_state_dict().items() if id(p) in new]
+    assert names and all(n.startswith(("cross_attention.", "garment_encoder.hint_in.")) for n in names)
+    optimizer = make_optimizer(cfg.train, task.trainable_parameters(), groups)
+    assert [g["lr_scale"] for g in optimizer.param_groups] == [1.0, 10.0]

@@ -129,12 +129,15 @@ def fused_optimizer_supported(params: list[torch.nn.Parameter]) -> bool:
     return len(devices) == 1 and devices <= set(FUSED_OPTIMIZER_DEVICES) and all(p.is_floating_point() for p in params)
 
 
-def make_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """Adam or AdamW as configured; fused (one kernel for every tensor) when `fused_optimizer` is on and supported."""
+def make_optimizer(cfg: TrainConfig, params: list[torch.nn.Parameter],
+                   groups: list[dict[str, Any]] | None = None) -> torch.optim.Optimizer:
+    """Adam or AdamW as configured; fused (one kernel for every tensor) when `fused_optimizer` is on and supported.
+    `groups`: the parameters in groups, each {"params": [...], "lr_scale": s} learning at s times the schedule's rate."""
     fused = {"fused": True} if cfg.fused_optimizer and fused_optimizer_supported(params) else {}
+    groups = groups if groups is not None else [{"params": params}]
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.adam_betas, **fused)
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.adam_betas, weight_decay=cfg.weight_decay, **fused)
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.adam_betas, **fused)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.adam_betas, weight_decay=cfg.weight_decay, **fused)
 
 
 def compile_for_training(module: torch.nn.Module, backend: str | Callable = "inductor") -> bool:
@@ -306,7 +309,7 @@ def train(task: TrainingTask, cfg: TrainConfig, run_dir: str | Path, *, resume: 
     params = task.trainable_parameters()
     if not params:
         raise UserError("the task has no trainable parameters; check the config's trainable-part settings")
-    optimizer = make_optimizer(cfg, params)
+    optimizer = make_optimizer(cfg, params, getattr(task, "parameter_groups", lambda: None)())
     scaler = accelerator.scaler  # fp16 on CUDA only: accelerator.backward scales the loss, the step must unscale
     ema = {name: value.detach().clone() for name, value in task.trainable_state_dict().items()} if cfg.ema_decay else None
     n_examples = task.num_examples()
@@ -337,7 +340,7 @@ def train(task: TrainingTask, cfg: TrainConfig, run_dir: str | Path, *, resume: 
     for step in range(start, end):
         lr = learning_rate(cfg, step, steps)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         optimizer.zero_grad(set_to_none=True)
         loss_sum = None  # summed where it is computed: reading it on the host would wait for the device every step
         for micro in range(cfg.gradient_accumulation):

@@ -39,8 +39,9 @@ def snr(scheduler, timesteps: torch.Tensor) -> torch.Tensor:
 
 
 def denoising_loss(unet, scheduler, latents: torch.Tensor, encoder_hidden_states: torch.Tensor, generator: torch.Generator,
-                   cfg: DiffusionLossConfig, **unet_kwargs) -> torch.Tensor:
-    """The DDPM training objective: noise the latents at random timesteps, predict the scheduler's target, MSE."""
+                   cfg: DiffusionLossConfig, weight: torch.Tensor | None = None, **unet_kwargs) -> torch.Tensor:
+    """The DDPM training objective: noise the latents at random timesteps, predict the scheduler's target, MSE.
+    `weight`: per latent cell (B, 1, h, w), the squared errors' weights (a weighted mean; None: all 1)."""
     batch, channels = latents.shape[:2]
     noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
     if cfg.noise_offset:
@@ -51,12 +52,19 @@ def denoising_loss(unet, scheduler, latents: torch.Tensor, encoder_hidden_states
     prediction_type = scheduler.config.prediction_type
     target = scheduler.get_velocity(latents, noise, timesteps) if prediction_type == "v_prediction" else noise
     prediction = unet(noisy, timesteps, encoder_hidden_states, **unet_kwargs).sample
-    if cfg.min_snr_gamma is None:
+    if cfg.min_snr_gamma is None and weight is None:
         return F.mse_loss(prediction.float(), target.float())
+    squared = F.mse_loss(prediction.float(), target.float(), reduction="none")
+    if weight is not None:
+        cells = weight.float().expand_as(squared)
+        per_example = (squared * cells).sum(dim=(1, 2, 3)) / cells.sum(dim=(1, 2, 3)).clamp_min(1e-8)
+    else:
+        per_example = squared.mean(dim=(1, 2, 3))
+    if cfg.min_snr_gamma is None:
+        return per_example.mean()
     ratio = snr(scheduler, timesteps)
-    weight = torch.clamp(ratio, max=cfg.min_snr_gamma) / (ratio + 1 if prediction_type == "v_prediction" else ratio)
-    per_example = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-    return (per_example * weight).mean()
+    snr_weight = torch.clamp(ratio, max=cfg.min_snr_gamma) / (ratio + 1 if prediction_type == "v_prediction" else ratio)
+    return (per_example * snr_weight).mean()
 
 
 def sample_latents(mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -69,6 +69,8 @@ class TryOnConfig:
     net: TryOnNetConfig = field(default_factory=TryOnNetConfig)
     data: TryOnDataConfig = field(default_factory=TryOnDataConfig)
     caption_dropout: float = 0.2
+    new_parts_lr_scale: float = 1.0  # learning rate of the garment encoder's new input and the zero cross-attention, x train.lr
+    mask_loss_weight: float = 1.0  # loss weight of the latent cells inside the mask (outside: 1; StableVITON: 1)
     train: TrainConfig = field(default_factory=paper_train_config)
     loss: DiffusionLossConfig = field(default_factory=DiffusionLossConfig)
     sample: TryOnSampleConfig = field(default_factory=TryOnSampleConfig)
@@ -105,6 +107,9 @@ class TryOnTask(TaskBase):
             raise UserError("data.root is empty: set it to a VITON-HD folder (e.g. the output of `atelier synth --tryon`)")
         if not 0.0 <= cfg.caption_dropout < 1.0:
             raise UserError(f"caption_dropout {cfg.caption_dropout}: expected a share in [0, 1)")
+        for name in ("new_parts_lr_scale", "mask_loss_weight"):
+            if not getattr(cfg, name) > 0:
+                raise UserError(f"{name} {getattr(cfg, name)}: expected a number > 0 (1 is StableVITON's)")
         super().__init__(cfg, components, device)  # the UNet becomes the network's
         split = load_vitonhd(cfg.data.root, "train")
         self.examples = TryOnExamples(split, cfg.data.image_size, cfg.mode, "paired", cfg.data.max_pairs)
@@ -157,10 +162,20 @@ class TryOnTask(TaskBase):
                 garment = fixed if fixed is not None else net.encode_control(cond.control, encoder_hidden_states, timesteps, sample)
                 return net(sample, timesteps, encoder_hidden_states, garment)
 
-        return denoising_loss(Denoiser(), self.model.scheduler, batch.latents.sample(generator), context, generator, self.cfg.loss)
+        weight = None if self.cfg.mask_loss_weight == 1.0 else 1.0 + (self.cfg.mask_loss_weight - 1.0) * cond.mask
+        return denoising_loss(Denoiser(), self.model.scheduler, batch.latents.sample(generator), context, generator,
+                              self.cfg.loss, weight=weight)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         return {name: p for name, p in self.net.named_parameters() if p.requires_grad}
+
+    def parameter_groups(self) -> list[dict]:
+        """The new parts (zero cross-attention, the garment encoder's new input convolution) at `new_parts_lr_scale`
+        times the rate, the rest at the rate."""
+        new = [p for name, p in self.trainable_state_dict().items() if name.startswith(("cross_attention.", "garment_encoder.hint_in."))]
+        ids = {id(p) for p in new}
+        return [{"params": [p for p in self.trainable_parameters() if id(p) not in ids], "lr_scale": 1.0},
+                {"params": new, "lr_scale": self.cfg.new_parts_lr_scale}]
 
     def save_outputs(self, folder: Path) -> None:
         save_tryon_model(self.model, folder)
