@@ -1,5 +1,5 @@
 """FashionSynth in the VITON-HD try-on layout: read back by the VITON-HD reader, masks, agnostic, keypoints, pairs,
-determinism and the CLI flag."""
+sketches drawn where the top is worn (paired) or would be (unpaired), determinism and the CLI flag."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from atelier.cli import main
 from atelier.data.formats.vitonhd import load_vitonhd
@@ -16,10 +17,21 @@ from atelier.data.synth.body import complete_skeleton
 from atelier.data.synth.identity import sample_identity
 from atelier.data.synth.poses import sample_pose
 from atelier.data.synth.render import render
-from atelier.data.synth.tryon import agnostic_image, agnostic_mask, body25, tryon_splits, write_tryon
+from atelier.data.synth.tryon import (
+    agnostic_image,
+    agnostic_mask,
+    body25,
+    person_render,
+    top_sketch,
+    tryon_splits,
+    with_top,
+    write_tryon,
+)
 from atelier.errors import UserError
 
 SIZE = (96, 128)
+TOP = 4  # FashionSynth's parse label of the top
+INK = 128  # a sketch pixel darker than this is a line
 DRAW = {"identities": 12, "size": SIZE, "seed": 0, "test_fraction": 0.35}
 
 
@@ -113,6 +125,58 @@ def test_body25_maps_joints_by_name():
     assert joints[9].tolist() == [140.0, 200.0, 1.0] and joints[12].tolist() == [200.0, 200.0, 1.0]
     assert joints[8].tolist() == [170.0, 200.0, 1.0]
     assert joints[0].tolist() == [0.0, 0.0, 0.0]
+
+
+def dilated_top(parse: np.ndarray) -> np.ndarray:
+    """The top's region 2 px wider on every side, where its outline may be inked (XDoG inks an edge's darker side)."""
+    return ndimage.binary_dilation(parse == TOP, iterations=2)
+
+
+def read_gray(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("L"))
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_paired_sketch_is_the_top_where_it_is_worn(tryon, split):
+    data = load_vitonhd(tryon, split)
+    for pair in data.setting("paired"):
+        sketch = read_gray(data.sketch(pair, "paired"))
+        parse = np.asarray(Image.open(data.parse(pair)))
+        region = dilated_top(parse)
+        ink = sketch < INK
+        assert sketch.shape == parse.shape
+        assert (sketch[~region] == 255).all()  # white wherever the top is not
+        assert ink[parse == TOP].mean() > 0.05  # and drawn on it: outline, pattern
+        # the outline is drawn where the top meets the rest of the person and the background
+        outline = (parse == TOP) & ~ndimage.binary_erosion(parse == TOP)
+        assert ndimage.binary_dilation(ink, iterations=2)[outline].mean() > 0.8
+
+
+def test_unpaired_sketch_is_the_partner_top_on_this_person(tryon):
+    data = load_vitonhd(tryon, "test")
+    for pair in data.pairs:
+        person, partner = int(pair.person[:5]), int(pair.garment[:5])
+        unpaired = read_gray(data.sketch(pair, "unpaired"))
+        paired = read_gray(data.path("im_sketch", pair))  # the person's own top
+        assert unpaired.shape == paired.shape == (SIZE[1], SIZE[0])
+        assert (unpaired != paired).mean() > 0.01
+        top = sample_identity(np.random.default_rng([DRAW["seed"], partner]), partner).garment("top")
+        worn, _, _ = person_render(DRAW["seed"], person, SIZE, top=top)
+        # the same person in the same pose: hair, face and shoes where the written photo's parse has them
+        parse = np.asarray(Image.open(data.parse(pair)))
+        assert (np.isin(worn.parse, (1, 2, 7)) == np.isin(parse, (1, 2, 7))).all()
+        ink = unpaired < INK
+        assert ink.any() and not ink[~dilated_top(worn.parse)].any()
+        assert (unpaired == top_sketch(np.asarray(worn.image), worn.parse)).all()
+
+
+def test_with_top_swaps_only_the_top():
+    identities = [sample_identity(np.random.default_rng([0, n]), n) for n in range(1, 20)]
+    first, second = [identity for identity in identities if identity.garment("top")][:2]
+    dressed = with_top(first, second.garment("top"))
+    assert dressed.garment("top") == second.garment("top")
+    assert dressed.garment("bottom") == first.garment("bottom")
+    assert dressed.number == first.number and dressed.skin_rgb == first.skin_rgb
 
 
 def test_pairs(tryon):

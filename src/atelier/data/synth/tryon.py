@@ -17,8 +17,12 @@ truth in the paired setting: the person image itself is the paired target.
                      openpose_json/<id>_00_keypoints.json   BODY_25 converted from the 18 COCO-order joints, in the
                                                     written image's pixels (mid-hip = mean of both hips; feet and
                                                     missing joints 0, 0, 0)
-                     im_sketch/<id>_00.png          XDoG sketch of the person's own top (black lines on white)
-      test only:     im_sketch_unpaired/<id>_00_<other>_00.png   the sketch of the top the test pair gives them
+                     im_sketch/<id>_00.png          XDoG sketch (black lines on white) of the person photo cut to
+                                                    the top's parse region dilated 2 px, white elsewhere: the top's
+                                                    lines where it is worn, aligned with the person as MGD's are
+      test only:     im_sketch_unpaired/<id>_00_<other>_00.png   the same sketch of the person re-rendered (same pose
+                                                    and render seed) wearing <other>'s top in place of their own: the
+                                                    partner's top as it would sit on this person
     out/captions.json                         {"<id>": [noun phrases]} from each top's colour, pattern and sleeves
     out/tryon.json                            arguments, counts, identity splits
 
@@ -30,28 +34,32 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 from atelier import __version__
 from atelier.data import agnostic
 from atelier.data.agnostic import FASHIONSYNTH, agnostic_image, body25, densepose_style, garment_sketch
-from atelier.data.synth.body import complete_skeleton
-from atelier.data.synth.identity import Identity, sample_identity
+from atelier.data.synth.body import TOP, complete_skeleton
+from atelier.data.synth.identity import Garment, Identity, sample_identity
 from atelier.data.synth.poses import sample_pose
 from atelier.data.synth.products import Product, render_product
-from atelier.data.synth.render import render
+from atelier.data.synth.render import RenderResult, render
 from atelier.data.synth.writer import clear_owned, default_workers, held_out_identities, ordered_map
 from atelier.errors import UserError
 from atelier.utils.io import prepare_out_dir, write_bytes, write_json, write_text
 
-TRYON_VERSION = 1
+TRYON_VERSION = 2  # 2: sketches drawn on the person (the top where it is worn), not on the product photo
 OWNED = ("train", "test", "train_pairs.txt", "test_pairs.txt", "captions.json", "tryon.json")
 SPLITS = ("train", "test")
 PARSE_PALETTE = FASHIONSYNTH.palette  # parse label colours of the palette PNG (0 background ... 7 shoes)
+# XDoG inks an edge on its darker side, 1-2 px wide whatever the image size (its Gaussians are in pixels), so the
+# top's outline against lighter skin or background lies up to 2 px outside the top's parse region
+SKETCH_MARGIN = 2
 
 
 @dataclass
@@ -85,17 +93,49 @@ def _identity(seed: int, number: int) -> Identity:
     return sample_identity(np.random.default_rng([seed, number]), number)
 
 
-def _render_job(job: tuple[int, int, tuple[int, int], str]) -> dict:
-    """One person's arrays: photo, parse, agnostic mask and image, DensePose-style image, cloth and its mask, and the
-    BODY_25 keypoints. Seeded by (seed, 3, identity) alone, so workers give identical files."""
-    number, seed, size, split = job
-    width, height = size
+def with_top(identity: Identity, top: Garment) -> Identity:
+    """`identity` with `top` in place of their own top (the bottom, body, hair and background kept)."""
+    return replace(identity, garments=tuple(top if garment.kind == "top" else garment for garment in identity.garments))
+
+
+def person_render(
+    seed: int, number: int, size: tuple[int, int], top: Garment | None = None
+) -> tuple[RenderResult, np.ndarray, int]:
+    """The try-on photo of identity `number` at size (W, H), wearing `top` in place of their own when given:
+    (the render, the pose's 18 frame keypoints, the render seed). The pose and render seed come from
+    (seed, 3, number) alone, so the person stands the same way whichever top they wear."""
     identity = _identity(seed, number)
     rng = np.random.default_rng([seed, 3, number])
     pose = sample_pose(rng, identity, view="front")
     noise = int(rng.integers(2**31))
-    result = render(identity, pose.keypoints, size, "photo", seed=noise)
-    points = complete_skeleton(pose.keypoints, (height, width)).points
+    dressed = identity if top is None else with_top(identity, top)
+    return render(dressed, pose.keypoints, size, "photo", seed=noise), pose.keypoints, noise
+
+
+def top_region(parse: np.ndarray) -> np.ndarray:
+    """Bool (H, W): a parse map's top (label TOP) dilated SKETCH_MARGIN px, the region a try-on sketch is drawn in."""
+    return ndimage.binary_dilation(parse == TOP, iterations=SKETCH_MARGIN)
+
+
+def top_sketch(photo: np.ndarray, parse: np.ndarray) -> np.ndarray:
+    """The XDoG sketch (black lines on white, uint8 (H, W)) of a person photo, white outside `top_region(parse)`: the
+    top's lines where it is worn. The whole photo is sketched before the cut, so the outline is the edge between the
+    top and what surrounds it, not an edge the cut would make."""
+    sketch = garment_sketch(photo)
+    sketch[~top_region(parse)] = 255
+    return sketch
+
+
+def _render_job(job: tuple[int, int, tuple[int, int], str, int | None]) -> dict:
+    """One person's arrays: photo, parse, agnostic mask and image, DensePose-style image, cloth and its mask, the
+    BODY_25 keypoints, and for a test person with a partner the photo and parse of the same render wearing the
+    partner's top ("worn_image", "worn_parse"; None otherwise). Seeded by (seed, 3, identity) alone, so workers give
+    identical files. No sketch here: XDoG runs torch, kept out of the forked workers, in write_tryon."""
+    number, seed, size, split, partner = job
+    width, height = size
+    identity = _identity(seed, number)
+    result, keypoints, noise = person_render(seed, number, size)
+    points = complete_skeleton(keypoints, (height, width)).points
     photo = np.asarray(result.image)
     mask = agnostic_mask(result.parse, points)
     top = identity.garment("top")
@@ -105,14 +145,20 @@ def _render_job(job: tuple[int, int, tuple[int, int], str]) -> dict:
     return {
         "image": photo, "parse": result.parse, "mask": mask, "agnostic": agnostic_image(photo, mask),
         "densepose": densepose_style(result.parse, points), "cloth": np.asarray(cloth), "cloth_mask": cloth_mask,
-        "keypoints": body25(pose.keypoints, size),
-    }  # fmt: skip
+        "keypoints": body25(keypoints, size), "worn_image": None, "worn_parse": None,
+    } | _worn(seed, number, size, partner)  # fmt: skip
+
+
+def _worn(seed: int, number: int, size: tuple[int, int], partner: int | None) -> dict:
+    """The person re-rendered wearing the partner's top, for the unpaired sketch; {} without a partner."""
+    if partner is None:
+        return {}
+    worn = person_render(seed, number, size, top=_identity(seed, partner).garment("top"))[0]
+    return {"worn_image": np.asarray(worn.image), "worn_parse": worn.parse}
 
 
 def _product_mask(product: Product, size: tuple[int, int]) -> np.ndarray:
     """The garment's mask on the product photo of `render_product` (same crop, fit and placement), uint8 0/255."""
-    from dataclasses import replace
-
     from atelier.data.synth.body import GARMENT_LABELS
     from atelier.data.synth.products import FILL, product_keypoints
 
@@ -171,13 +217,12 @@ def write_tryon(
     people = {split: [n for n in wearing if splits[n] == split] for split in SPLITS}
     out = prepare_out_dir(out, overwrite, "--overwrite")
     clear_owned(out, OWNED)  # a rerun must not leave people of an earlier, larger run behind
-    jobs = [(n, seed, size, splits[n]) for n in wearing]
-    renders = dict(zip(wearing, ordered_map(_render_job, jobs, default_workers(len(jobs)), "FashionSynth try-on")))
-    sketches = {n: garment_sketch(renders[n]["cloth"]) for n in wearing}
     order = np.random.default_rng([seed, 4]).permutation(len(people["test"]))
     test_people = [people["test"][i] for i in order]
     partner = {n: test_people[(i + 1) % len(test_people)] for i, n in enumerate(test_people)}
     pairs = {"train": [(n, n) for n in people["train"]], "test": [(n, partner[n]) for n in people["test"]]}
+    jobs = [(n, seed, size, splits[n], partner.get(n)) for n in wearing]
+    renders = dict(zip(wearing, ordered_map(_render_job, jobs, default_workers(len(jobs)), "FashionSynth try-on")))
     captions = {}
     for number in wearing:
         arrays, split = renders[number], splits[number]
@@ -191,10 +236,10 @@ def write_tryon(
         write_bytes(root / "image-densepose" / f"{name}.jpg", _encode(arrays["densepose"], "JPEG"))
         write_json(root / "openpose_json" / f"{name}_keypoints.json",
                    {"version": 1.3, "people": [{"person_id": [-1], "pose_keypoints_2d": arrays["keypoints"]}]})
-        write_bytes(root / "im_sketch" / f"{name}.png", _encode(sketches[number], "PNG"))
+        write_bytes(root / "im_sketch" / f"{name}.png", _encode(top_sketch(arrays["image"], arrays["parse"]), "PNG"))
         if split == "test":
-            other = partner[number]
-            write_bytes(root / "im_sketch_unpaired" / f"{name}_{other:05d}_00.png", _encode(sketches[other], "PNG"))
+            sketch = top_sketch(arrays["worn_image"], arrays["worn_parse"])
+            write_bytes(root / "im_sketch_unpaired" / f"{name}_{partner[number]:05d}_00.png", _encode(sketch, "PNG"))
         top = _identity(seed, number).garment("top")
         product = Product(f"FS{number:06d}T", _identity(seed, number), top, split)
         sleeves = "long sleeves" if top.cut == "long-sleeved" else "short sleeves"
