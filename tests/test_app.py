@@ -290,8 +290,9 @@ def test_tryon_and_design_tabs_offer_only_runs_of_their_mode(tryon_ctx, app_tryo
                        "garment design model (a garment-design run)": [("runs/design", "runs/design")]}
     design_run = tryon_ctx.of_task("garment-design")[0]
     rows = held_out_people(design_run.config, DESIGN)
-    assert len(rows) == 3 and all(Path(path).is_file() for row in rows for path in row[:5]) and all(row[5] for row in rows)
-    assert "/im_sketch_unpaired/" in rows[0][4] and "/cloth/" in held_out_people(design_run.config, TRYON)[0][4]
+    assert len(rows) == 3 and all(Path(path).is_file() for row in rows for path in row[:2] + row[3:]) and all(row[2] for row in rows)
+    assert "/im_sketch_unpaired/" in rows[0][1] and "/agnostic-mask/" in rows[0][4]
+    assert "/cloth/" in held_out_people(design_run.config, TRYON)[0][1] and len(held_out_people(design_run.config, TRYON)[0]) == 5
     assert held_out_people({"data": {"root": str(tmp_path)}}, TRYON) == []  # no pairs file: no examples, no error
     assert "atelier demo --task design" in checkpoints.missing_message("garment-design", [Path("runs/demo")])
 

@@ -150,8 +150,9 @@ def _opened(path: Path, mode: str):
 
 def held_out_people(config: dict[str, Any], kind: Kind, count: int = 3) -> list[list[str]]:
     """Rows for the tab's examples: the first `count` unpaired test pairs of the VITON-HD folder the run trained on
-    (its data.root): person, masked person, mask, DensePose, the partner's garment photo or sketch (and for design
-    the garment's caption). None when the folder cannot be read (examples are a convenience: the tab works without)."""
+    (its data.root): person, the partner's garment photo or sketch (and for design the garment's caption), masked
+    person, mask, DensePose (the table shows its first columns). None when the folder cannot be read (examples are a
+    convenience: the tab works without)."""
     from atelier.data.formats.vitonhd import load_vitonhd
     from atelier.methods.tryon.data import caption_text
 
@@ -164,11 +165,11 @@ def held_out_people(config: dict[str, Any], kind: Kind, count: int = 3) -> list[
         captions = split.captions() if kind.mode == "design" else {}
         for pair in split.setting("unpaired"):
             control = split.cloth(pair) if kind.mode == "tryon" else split.sketch(pair, "unpaired")
-            files = [split.image(pair), split.agnostic(pair), split.agnostic_mask(pair), split.densepose(pair), control]
-            if not all(path.is_file() for path in files):
+            person = [split.image(pair), split.agnostic(pair), split.agnostic_mask(pair), split.densepose(pair)]
+            if not all(path.is_file() for path in [*person, control]):
                 continue
-            extra = [caption_text(captions, pair.garment, split.captions_file())] if kind.mode == "design" else []
-            rows.append([str(path) for path in files] + extra)
+            caption = [caption_text(captions, pair.garment, split.captions_file())] if kind.mode == "design" else []
+            rows.append([str(person[0]), str(control), *caption, *map(str, person[1:])])
             if len(rows) == count:
                 break
     except UserError as error:
@@ -196,7 +197,7 @@ def build_tab(ctx: AppContext, kind: Kind, button_text: str, output_label: str):
                 person = gr.Image(label="person", type="filepath", sources=["upload"], elem_id=f"{name}-person", height=240)
                 control = gr.Image(label=kind.control_label, type="filepath", sources=["upload"], elem_id=f"{name}-{kind.control_flag}",
                                    height=240)
-                shown = gr.Image(label="mask (red) and DensePose over the person", interactive=False,
+                shown = gr.Image(label="preview: mask (red), DensePose", interactive=False,
                                  elem_id=f"{name}-preview", elem_classes=["atelier-output"], height=240)
             with gr.Row():
                 agnostic = gr.Image(label="masked person", type="filepath", sources=["upload"], elem_id=f"{name}-agnostic",
@@ -210,7 +211,7 @@ def build_tab(ctx: AppContext, kind: Kind, button_text: str, output_label: str):
                 prompt = gr.Textbox(label="prompt", placeholder="what the garment is: colour, kind, pattern, e.g. "
                                     "'red t-shirt, short sleeves'", elem_id=f"{name}-prompt")
             if examples:
-                gr.Examples(examples, inputs=[person, agnostic, mask, densepose, control, *([prompt] if prompt else [])],
+                gr.Examples(examples, inputs=[person, control, *([prompt] if prompt else []), agnostic, mask, densepose],
                             label=f"held-out people of the model's dataset, each with another's {kind.control_label}"
                                   + (" and its caption" if prompt else ""))
             checkpoint = checkpoint_picker(ctx, kind.task, f"{checkpoints.TASKS[kind.task][0]} (a {kind.task} run)",
