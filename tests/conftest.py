@@ -92,3 +92,26 @@ def write_app_retrieval(folder):
 
     write_retrieval(folder, identities=14, size=(64, 64), seed=1)
     return folder
+
+
+@pytest.fixture(scope="session")
+def app_tryon_runs(tmp_path_factory):
+    """A tiny try-on run and a tiny design run for the app's Try-on and Design tabs: 2 steps each on the tiny model at
+    64x48, trained as `atelier train` does on a small FashionSynth VITON-HD folder (write_tryon at 48x64, as
+    test_tryon's), under one folder as `atelier demo` leaves runs/demo/tryon and runs/demo/design."""
+    from atelier.cli import main
+    from atelier.config import save_yaml
+    from atelier.data.synth import write_tryon
+
+    data = tmp_path_factory.mktemp("app-tryon-data") / "tryon"
+    write_tryon(data, identities=16, size=(48, 64), seed=0, test_fraction=0.3)
+    root = tmp_path_factory.mktemp("app-tryon") / "runs"
+    for name, task in (("tryon", "tryon"), ("design", "garment-design")):
+        config = root.parent / f"{name}.yaml"
+        save_yaml({"task": task, "model": {"base": "tiny"}, "net": {"attention_head_dim": 8, "garment_input": "garment"},
+                   "data": {"root": str(data), "image_size": [64, 48], "cache": True},
+                   "train": {"max_steps": 2, "batch_size": 2, "mixed_precision": "no", "gradient_checkpointing": False,
+                             "sample_every": 2},
+                   "sample": {"count": 2, "steps": 2}}, config)
+        assert main(["train", str(config), "--out", str(root / name)]) == 0
+    return root

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -255,3 +256,124 @@ def test_caption_tab_offers_only_runs_with_a_captioner(app_runs, tmp_path):
     assert has_captioner(Checkpoint("retrieval", app_runs / "retrieval" / "final", "runs/retrieval"))
     (tmp_path / "final").mkdir()
     assert not has_captioner(Checkpoint("retrieval", tmp_path / "final", "runs/composed"))
+
+
+@pytest.fixture
+def tryon_ctx(app_tryon_runs, tmp_path):
+    return AppContext(Workspace(tmp_path / "work"), Limits(max_bytes=2**20, max_side=512), [app_tryon_runs],
+                      checkpoints.find_checkpoints([app_tryon_runs]))
+
+
+def person_of(data: Path, name: str) -> dict:
+    """The four person uploads of a test person of a VITON-HD folder, as the Try-on and Design tabs take them."""
+    test = data / "test"
+    return {"person": upload(test / "image" / f"{name}.jpg"), "agnostic": upload(test / "agnostic-v3.2" / f"{name}.jpg"),
+            "mask": upload(test / "agnostic-mask" / f"{name}_mask.png"),
+            "densepose": upload(test / "image-densepose" / f"{name}.jpg")}
+
+
+def test_tryon_and_design_tabs_offer_only_runs_of_their_mode(tryon_ctx, app_tryon_runs, app_runs, tmp_path):
+    import gradio as gr
+
+    from atelier.app.tabs.tryon import DESIGN, TRYON, held_out_people, mode_of
+    from atelier.app.ui import TAB_MODULES, build_app
+
+    assert [(c.label, c.task, mode_of(c)) for c in tryon_ctx.checkpoints] == [("runs/design", "garment-design", "design"),
+                                                                             ("runs/tryon", "tryon", "tryon")]
+    assert [module.TITLE for module in TAB_MODULES][3:5] == ["Try-on", "Design"]
+    both = AppContext(tryon_ctx.workspace, tryon_ctx.limits, [app_runs, app_tryon_runs],
+                      checkpoints.find_checkpoints([app_runs, app_tryon_runs]))
+    app = build_app(both)
+    pickers = {block.label: block.choices for block in app.blocks.values() if isinstance(block, gr.Dropdown)
+               and "(a " in str(block.label)}
+    assert pickers == {"try-on model (a tryon run)": [("runs/tryon", "runs/tryon")],
+                       "garment design model (a garment-design run)": [("runs/design", "runs/design")]}
+    design_run = tryon_ctx.of_task("garment-design")[0]
+    rows = held_out_people(design_run.config, DESIGN)
+    assert len(rows) == 3 and all(Path(path).is_file() for row in rows for path in row[:2] + row[3:]) and all(row[2] for row in rows)
+    assert "/im_sketch_unpaired/" in rows[0][1] and "/agnostic-mask/" in rows[0][4]
+    assert "/cloth/" in held_out_people(design_run.config, TRYON)[0][1] and len(held_out_people(design_run.config, TRYON)[0]) == 5
+    assert held_out_people({"data": {"root": str(tmp_path)}}, TRYON) == []  # no pairs file: no examples, no error
+    assert "atelier demo --task design" in checkpoints.missing_message("garment-design", [Path("runs/demo")])
+
+
+def test_tryon_handler_writes_what_the_cli_writes(tryon_ctx, app_tryon_runs, tmp_path, keeping):
+    from atelier.app.tabs.tryon import try_on
+    from atelier.cli import main
+
+    data = Path(tryon_ctx.of_task("tryon")[0].config["data"]["root"])
+    pair = (data / "test_pairs.txt").read_text().split()[:2]
+    name, garment = Path(pair[0]).stem, data / "test" / "cloth" / pair[1]
+    person = person_of(data, name)
+    result = try_on(tryon_ctx, *person.values(), upload(garment), "runs/tryon", 2, 1.0, "ddim", 5)
+    assert result.image.name == f"{name}.png" and Image.open(result.image).size == (48, 64)
+    assert {p.name for p in result.files} == {f"{name}.png", "grid.png", "settings.json"}
+    assert result.settings["command"] == "try-on" and result.settings["options"]["seed"] == 5
+    inputs = result.image.parents[1] / "inputs"
+    assert sorted(p.relative_to(inputs).as_posix() for p in inputs.rglob("*") if p.is_file()) == [
+        f"agnostic-mask/{name}_mask.png", f"agnostic-v3.2/{name}.jpg", f"cloth/{pair[1]}", f"image-densepose/{name}.jpg",
+        f"image/{name}.jpg"]  # the uploads under their VITON-HD folders: a person and its DensePose share a name
+    # the command line on the same files draws the same image
+    assert main(["try-on", "--checkpoint", str(app_tryon_runs / "tryon"), "--person", str(data / "test" / "image" / f"{name}.jpg"),
+                 "--garment", str(garment), "--steps", "2", "--seed", "5", "--out", str(tmp_path / "cli")]) == 0
+    assert np.array_equal(np.asarray(Image.open(result.image)), np.asarray(Image.open(tmp_path / "cli" / f"{name}.png")))
+    missing = {**person, "mask": None, "densepose": None}
+    with pytest.raises(UserError, match=r"^mask, DensePose image: not uploaded\. .*atelier prepare-tryon"):
+        try_on(tryon_ctx, *missing.values(), upload(garment), "runs/tryon", 2, 1.0, "ddim", 0)
+    with pytest.raises(UserError, match="garment photo: no image uploaded"):
+        try_on(tryon_ctx, *person.values(), None, "runs/tryon", 2, 1.0, "ddim", 0)
+    with pytest.raises(UserError, match="is a garment-design run; this tab needs a tryon run"):
+        try_on(tryon_ctx, *person.values(), upload(garment), "runs/design", 2, 1.0, "ddim", 0)
+    unlabelled = tmp_path / "released"  # a model folder without the run's config.yaml: its tryon.yaml says design
+    shutil.copytree(app_tryon_runs / "design" / "final", unlabelled)
+    (unlabelled / "config.yaml").unlink()
+    with pytest.raises(UserError, match=r"was trained for design; use it in the Design tab"):
+        try_on(tryon_ctx, *person.values(), upload(garment), str(unlabelled), 2, 1.0, "ddim", 0)
+
+
+def test_design_handler_draws_from_a_sketch_and_a_prompt(tryon_ctx, app_tryon_runs, tmp_path, keeping):
+    from atelier.app.tabs.design import design
+    from atelier.cli import main
+
+    data = Path(tryon_ctx.of_task("garment-design")[0].config["data"]["root"])
+    name = Path((data / "test_pairs.txt").read_text().split()[0]).stem
+    sketch = data / "test" / "im_sketch" / f"{name}.png"
+    person = person_of(data, name)
+    result = design(tryon_ctx, *person.values(), upload(sketch), " red t-shirt, short sleeves ", "runs/design", 2, 2.0,
+                    "ddim", 0)
+    assert Image.open(result.image).size == (48, 64) and result.settings["command"] == "design"
+    assert result.settings["options"]["prompt"] == "red t-shirt, short sleeves"
+    assert result.settings["options"]["guidance_scale"] == 2.0
+    assert main(["design", "--checkpoint", str(app_tryon_runs / "design"), "--person", str(data / "test" / "image" / f"{name}.jpg"),
+                 "--sketch", str(sketch), "--prompt", "red t-shirt, short sleeves", "--steps", "2",
+                 "--out", str(tmp_path / "cli")]) == 0
+    assert np.array_equal(np.asarray(Image.open(result.image)), np.asarray(Image.open(tmp_path / "cli" / f"{name}.png")))
+    with pytest.raises(UserError, match="prompt: empty"):
+        design(tryon_ctx, *person.values(), upload(sketch), "  ", "runs/design", 2, 2.0, "ddim", 0)
+    with pytest.raises(UserError, match="is a tryon run; this tab needs a garment-design run"):
+        design(tryon_ctx, *person.values(), upload(sketch), "red", "runs/tryon", 2, 2.0, "ddim", 0)
+
+
+def test_tryon_preview_tints_the_mask_and_blends_the_densepose(tryon_ctx, tmp_path):
+    from atelier.app.tabs.tryon import MASK_TINT, preview
+
+    person = np.random.default_rng(0).integers(0, 256, (64, 48, 3), dtype=np.uint8)
+    mask = np.zeros((32, 24), dtype=np.uint8)
+    mask[8:20, 6:18] = 255  # half the person's size: read nearest, as the model reads it
+    dense = np.full((64, 48, 3), 200, dtype=np.uint8)
+    for array, file in ((person, "me.png"), (mask, "me_mask.png"), (dense, "me_dense.png")):
+        Image.fromarray(array).save(tmp_path / file)
+    shown = preview(tryon_ctx, upload(tmp_path / "me.png"), upload(tmp_path / "me_mask.png"), upload(tmp_path / "me_dense.png"))
+    assert shown.shape == (64, 48 * 2 + 4, 3) and shown.dtype == np.uint8
+    tinted, blended = shown[:, :48].astype(float), shown[:, 52:].astype(float)
+    inside = np.zeros((64, 48), dtype=bool)
+    inside[16:40, 12:36] = True
+    assert np.abs(tinted[inside] - (person[inside] + MASK_TINT) / 2).max() <= 0.5
+    assert np.array_equal(tinted[~inside], person[~inside])
+    assert np.abs(blended - (person.astype(float) + 200) / 2).max() <= 0.5
+    assert preview(tryon_ctx, upload(tmp_path / "me.png"), upload(tmp_path / "me_mask.png"), None).shape == (64, 48, 3)
+    assert preview(tryon_ctx, upload(tmp_path / "me.png"), None, None) is None
+    assert preview(tryon_ctx, None, upload(tmp_path / "me_mask.png"), None) is None
+    (tmp_path / "notes.png").write_text("not a mask")
+    with pytest.raises(UserError, match="mask notes.png: not an image"):
+        preview(tryon_ctx, upload(tmp_path / "me.png"), upload(tmp_path / "notes.png"), None)

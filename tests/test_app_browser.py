@@ -33,7 +33,7 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(),
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
 UPLOAD_LIMIT_MB = 1
-TAB_TITLES = ["Translate", "Illustrate", "Pose transfer", "Search", "Caption", "Evaluate"]
+TAB_TITLES = ["Translate", "Illustrate", "Pose transfer", "Try-on", "Design", "Search", "Caption", "Evaluate"]
 RUN_SECONDS = 180_000  # ms a task may take on a loaded 2-core machine
 
 
@@ -44,9 +44,12 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def runs(request) -> Path:
+def runs(request) -> list[Path]:
+    """The folders the app searches: ATELIER_APP_CHECKPOINTS, else the tiny runs (the try-on ones apart)."""
     chosen = os.environ.get("ATELIER_APP_CHECKPOINTS")
-    return Path(chosen).resolve() if chosen else request.getfixturevalue("app_runs")
+    if chosen:
+        return [Path(chosen).resolve()]
+    return [request.getfixturevalue("app_runs"), request.getfixturevalue("app_tryon_runs")]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +61,7 @@ def server(runs, tmp_path_factory):
     env = {**os.environ, "ATELIER_OFFLINE": "1", "ATELIER_CACHE": str(folder / "cache"), "HF_HUB_OFFLINE": "1",
            "GRADIO_ANALYTICS_ENABLED": "False"}
     log = open(folder / "app.log", "w")  # noqa: SIM115 - closed below
-    process = subprocess.Popen([sys.executable, "-m", "atelier", "app", "--port", str(port), "--checkpoints", str(runs),
+    process = subprocess.Popen([sys.executable, "-m", "atelier", "app", "--port", str(port), "--checkpoints", *map(str, runs),
                                 "--workdir", str(folder / "work"), "--max-upload-mb", str(UPLOAD_LIMIT_MB)],
                                stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/"
@@ -99,22 +102,22 @@ def page(browser, server):
     page.close()
 
 
-def config_of(runs: Path, name: str) -> dict:
+def config_of(runs: list[Path], name: str) -> dict:
     from atelier.app.checkpoints import find_checkpoints
 
-    tasks = {"translate": "style-lora", "illustrate": "dual-lora", "pose": "pose"}
-    found = [c for c in find_checkpoints([runs]) if c.task == tasks[name]]
+    tasks = {"translate": "style-lora", "illustrate": "dual-lora", "pose": "pose", "tryon": "tryon", "design": "garment-design"}
+    found = [c for c in find_checkpoints(runs) if c.task == tasks[name]]
     assert found, f"no {tasks[name]} run under {runs}"
     return found[0]
 
 
-def catalogue_product(runs: Path) -> str:
+def catalogue_product(runs: list[Path]) -> str:
     """The first image of the first catalogue index under `runs`: a product photo, what the captioner learned on."""
     import json
 
     from atelier.app.checkpoints import find_checkpoints
 
-    index = next(c for c in find_checkpoints([runs]) if c.task == "index")
+    index = next(c for c in find_checkpoints(runs) if c.task == "index")
     return json.loads((index.path / "items.json").read_text(encoding="utf-8"))["paths"][0]
 
 
@@ -138,7 +141,33 @@ def screenshot(page, name: str) -> None:
 
 
 def open_tab(page, title: str) -> None:
-    page.get_by_role("tab", name=title).click()
+    page.get_by_role("tab", name=title, exact=True).click()
+
+
+def person_files(run, name: str) -> tuple[dict[str, Path], dict[str, Path]]:
+    """({person, agnostic, mask, densepose}, {garment or sketch}) of the first test pair of the VITON-HD folder `run`
+    trained on: the person with the pair's other garment (its sketch, for design)."""
+    from atelier.data.formats.vitonhd import load_vitonhd
+
+    split = load_vitonhd(run.config["data"]["root"], "test")
+    pair = split.setting("unpaired")[0]
+    person = {"person": split.image(pair), "agnostic": split.agnostic(pair), "mask": split.agnostic_mask(pair),
+              "densepose": split.densepose(pair)}
+    return person, ({"garment": split.cloth(pair)} if name == "tryon" else {"sketch": split.sketch(pair, "unpaired")})
+
+
+def preview_shown(page, selector: str, person: Path) -> bool:
+    """Whether `selector` comes to show the two-panel preview of `person` (mask, DensePose; 4 px apart) at its size,
+    shrunk as the tab shrinks a large person."""
+    from atelier.app.tabs.tryon import PREVIEW_MAX_SIDE
+
+    with Image.open(person) as image:
+        scale = min(1.0, PREVIEW_MAX_SIDE / max(image.size))
+        width, height = max(1, round(image.width * scale)), max(1, round(image.height * scale))
+    page.wait_for_function("([s, w, h]) => { const i = document.querySelector(s); return i && i.complete && "
+                           "i.naturalWidth === w && i.naturalHeight === h }", arg=[f"{selector} img", 2 * width + 4, height],
+                           timeout=RUN_SECONDS)
+    return True
 
 
 def test_every_built_task_has_a_tab_and_runs_in_the_browser(page, runs, tmp_path):
@@ -174,6 +203,21 @@ def test_every_built_task_has_a_tab_and_runs_in_the_browser(page, runs, tmp_path
     height, width = read_yaml(pose.path / "cfld.yaml")["image_size"]
     assert output_size(page, "#pose-output") == (width, height)
     screenshot(page, "pose")
+
+    for name, title in (("tryon", "Try-on"), ("design", "Design")):
+        open_tab(page, title)
+        person, control = person_files(config_of(runs, name), name)
+        for field, path in control.items():
+            page.locator(f"#{name}-{field} input[type=file]").set_input_files(str(path))
+        for field in ("agnostic", "person", "mask", "densepose"):  # the preview waits for the last three
+            page.locator(f"#{name}-{field} input[type=file]").set_input_files(str(person[field]))
+        if name == "design":
+            page.fill("#design-prompt textarea", "red t-shirt, short sleeves")
+        assert preview_shown(page, f"#{name}-preview", person["person"])  # mask and DensePose over the person
+        page.click(f"#{name}-run")
+        height, width = read_yaml(config_of(runs, name).path / "tryon.yaml")["image_size"]
+        assert output_size(page, f"#{name}-output") == (width, height)
+        screenshot(page, name)
 
     open_tab(page, "Search")
     page.fill("#search-text textarea", "a red dress")
@@ -229,6 +273,12 @@ def test_bad_uploads_show_their_error_and_the_app_keeps_serving(page, server, ru
     bad_pose.write_text(json.dumps({"keypoints_y": [10, 20]}))
     page.locator("#pose-keypoints input[type=file]").set_input_files(str(bad_pose))
     page.get_by_text("keypoint file pose.json: expected 18 joints").wait_for(timeout=60_000)
+
+    open_tab(page, "Try-on")  # a mask that is not an image: its preview says so
+    person, _ = person_files(config_of(runs, "tryon"), "tryon")
+    page.locator("#tryon-person input[type=file]").set_input_files(str(person["person"]))
+    page.locator("#tryon-mask input[type=file]").set_input_files(str(not_image))
+    page.get_by_text("mask notes.png: not an image").wait_for(timeout=60_000)
 
     assert server[1].poll() is None
     with urllib.request.urlopen(server[0], timeout=10) as response:  # still serving

@@ -16,6 +16,8 @@ TASKS = {
     "pose": ("CFLD pose model", "pose", 4),
     "retrieval": ("UniFashion retrieval run", "retrieval", 2),
     "index": ("catalogue index", "retrieval", 2),  # not a training task: an `atelier index` folder (items.json)
+    "tryon": ("try-on model", "tryon", 5),
+    "garment-design": ("garment design model", "design", 5),
 }
 INDEX_FILE = "items.json"
 SKIP = {"checkpoints", "samples", "data", "vae-data", ".git", "node_modules"}  # never hold a run's final/

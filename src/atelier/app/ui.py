@@ -8,14 +8,14 @@ from pathlib import Path
 import gradio as gr
 
 from atelier.app.jobs import AppContext
-from atelier.app.tabs import caption, evaluate, illustrate, pose, search, translate
+from atelier.app.tabs import caption, design, evaluate, illustrate, pose, search, translate, tryon
 
-TAB_MODULES = [translate, illustrate, pose, search, caption, evaluate]
+TAB_MODULES = [translate, illustrate, pose, tryon, design, search, caption, evaluate]
 INTRO = ("**atelier**: diffusion-based fashion image synthesis. Each tab runs the same command as the CLI "
          "(`atelier {commands}`) and offers its outputs and settings.json for download.")
 # outputs fill their box (a 64x96 demo image is unreadable at its own size; pixelated rather than blurred when
 # enlarged), the metrics table keeps names and values on one line
-COMMANDS = {"pose": "pose-transfer"}  # a tab module's name -> its command, where they differ
+COMMANDS = {"pose": "pose-transfer", "tryon": "try-on"}  # a tab module's name -> its command, where they differ
 CSS = """
 .atelier-missing {color: #a15c00}
 .atelier-output img {width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated}

@@ -67,7 +67,7 @@ def add_parser(subparsers) -> None:
                                   epilog=TRYON_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_common(tryon, 1.0, ": try-on's prompt is empty, so guidance changes nothing")
     tryon.add_argument("--garment", metavar="IMG", help="the garment photo (alone, on white)")
-    tryon.set_defaults(func=run, mode="tryon")
+    tryon.set_defaults(func=run, mode="tryon", prompt=None)  # one pair reads args.prompt (try-on: the empty prompt)
     design = subparsers.add_parser("design", help="garment design: a garment drawn on a person from a sketch and a prompt",
                                    epilog=DESIGN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_common(design, 2.0, "")
