@@ -10,8 +10,9 @@ EPILOG = """examples:
   atelier demo --out /tmp/demo --fast
   atelier demo --from-scratch       # train the base model here too, as the demo did before it shipped one
 stages: base (the FashionSynth text-to-image base), style (style LoRA: photo -> illustration), pose (CFLD pose transfer),
-illustrate (Uni-DlLoRA vs the style LoRA: identity kept in photo -> illustration);
-later issues add theirs.
+illustrate (Uni-DlLoRA vs the style LoRA: identity kept in photo -> illustration), retrieval (UniFashion retrieval
+and captioning); opt-in, run only when named: tryon and design (--task tryon --task design; not yet learning the
+garment within the demo's budget, see docs/tryon.md).
 The report puts each task's numbers beside a trivial baseline and marks each claim PASS or FAIL, with its margin."""
 
 
