@@ -11,15 +11,15 @@ EPILOG = """examples:
   atelier app                                   # http://127.0.0.1:7860, the models `atelier demo` trained (runs/demo)
   atelier app --checkpoints runs/demo runs/mine --port 8000
   atelier app --host 0.0.0.0 --max-upload-mb 50  # reachable from other machines: mind who can reach it
-Tabs: Translate (style LoRA), Illustrate (Uni-DlLoRA), Pose transfer (CFLD), Search and Caption (UniFashion),
-Evaluate (the image protocols). Each runs the
+Tabs: Translate (style LoRA), Illustrate (Uni-DlLoRA), Pose transfer (CFLD), Try-on and Design, Search and Caption
+(UniFashion), Evaluate (the image protocols). Each runs the
 same command as the CLI and writes WORKDIR/<task>/<time>-<n>/ (inputs/, out/ with the outputs, grid and settings.json).
 Models are found under --checkpoints (every training run's final/), load on first use and stay loaded (--keep-models).
 Needs gradio: pip install 'atelier[app]' (make install includes it)."""
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("app", help="the web app: a tab per task (translate, illustrate, pose transfer, search, caption, evaluate)",
+    parser = subparsers.add_parser("app", help="the web app: a tab per task (translate, illustrate, pose transfer, try-on, design, search, caption, evaluate)",
                                    epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
