@@ -130,7 +130,9 @@ def test_training_saves_a_model_that_reloads_to_the_same_images(trained, tryon_d
         if mode == "design":
             assert all(it.caption for it in items)  # MGD's noun phrases, joined
         one = generate(model, *(x[1:] for x in args[:4]), args[4][1:], steps=2, guidance_scale=2.0, seed=4, show_progress=False)
-        assert np.array_equal(np.asarray(one[0]), np.asarray(first[1]))  # pair i's image depends on its seed alone
+        # pair i's image depends on its seed alone (up to float rounding: another batch size sums in another order)
+        gap = np.abs(np.asarray(one[0], dtype=int) - np.asarray(first[1], dtype=int))
+        assert gap.max() <= 3 and gap.mean() < 0.5
 
 
 def test_training_resumes_exactly(tmp_path, tryon_data):
