@@ -104,20 +104,28 @@ def randn_per_image(shape: Sequence[int], generators: Sequence[torch.Generator],
 
 def denoise(predict_noise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], scheduler, latents: torch.Tensor,
             timesteps: torch.Tensor, generators: Sequence[torch.Generator] | None = None,
-            show_progress: bool = True) -> torch.Tensor:
+            show_progress: bool = True, known: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """The one denoising loop: for each timestep, predict the model output and let the scheduler step.
 
     `generators` (one per image, `image_generators`) feed the noise of stochastic schedulers (DDPM, DDIM with eta > 0,
     SDE solvers): diffusers draws image i's noise from generators[i], so no image's noise depends on its batch.
+    `known` = (clean latents, mask, noise): blended-latent inpainting (Avrahami et al. 2023). After every step the
+    cells where mask is 0 are replaced by the clean latents noised (with `noise`) to the next step's level, and by the
+    clean latents themselves after the last, so only the masked cells are generated, in the context of the rest.
     """
     generator = None
     if generators is not None:
         _check_one_per_image(generators, len(latents))
         generator = list(generators)  # diffusers' randn_tensor recognises a list, not any sequence
-    for t in progress(timesteps, desc="denoise", enabled=show_progress):
+    for index, t in enumerate(progress(timesteps, desc="denoise", enabled=show_progress)):
         model_input = scheduler.scale_model_input(latents, t)
         noise_prediction = predict_noise(model_input, t)
         latents = scheduler.step(noise_prediction, t, latents, generator=generator).prev_sample
+        if known is not None:
+            clean, mask, noise = known
+            if index + 1 < len(timesteps):
+                clean = scheduler.add_noise(clean, noise, timesteps[index + 1 : index + 2].repeat(len(clean)))
+            latents = mask * latents + (1 - mask) * clean.to(latents.dtype)
     return latents
 
 
