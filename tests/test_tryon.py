@@ -178,6 +178,7 @@ def _single(tmp_path, tryon_data, trained, *extra):
     ("both", r"pass either --person IMG --garment IMG, or --test-set DIR"),
     ("garment-alone", r"--person missing"),
     ("guidance-nan", r"--guidance-scale nan"),
+    ("garment-guidance-negative", r"--garment-guidance -1.0: expected a finite number at least 0"),
     ("not-a-run", r"--checkpoint .*: expected a tryon or garment-design training run"),
 ])  # fmt: skip
 def test_bad_input_gets_one_line_naming_the_flag(case, expected, tmp_path, tryon_data, trained):
@@ -195,6 +196,8 @@ def test_bad_input_gets_one_line_naming_the_flag(case, expected, tmp_path, tryon
         argv = argv[:3] + argv[5:]
     elif case == "guidance-nan":
         argv += ["--guidance-scale", "nan"]
+    elif case == "garment-guidance-negative":
+        argv += ["--garment-guidance", "-1"]
     elif case == "not-a-run":
         argv[2] = str(tmp_path)
     code, output = cli_outcome(argv)
@@ -233,6 +236,92 @@ def test_new_parts_learn_at_their_own_rate(tryon_data):
     assert sum(len(g["params"]) for g in groups) == len(task.trainable_parameters())
     new = {id(p) for p in groups[1]["params"]}
     names = [n for n, p in task.trainable_state_dict().items() if id(p) in new]
-    assert names and all(n.startswith(("cross_attention.", "garment_encoder.hint_in.")) for n in names)
+    assert names and all(n.startswith(("cross_attention.", "garment_encoder.hint_in.", "unet.conv_in.")) for n in names)
+    assert any(n.startswith("unet.conv_in.") for n in names)  # 9 of its 13 inputs are new
     optimizer = make_optimizer(cfg.train, task.trainable_parameters(), groups)
     assert [g["lr_scale"] for g in optimizer.param_groups] == [1.0, 10.0]
+
+
+def test_reference_attention_starts_from_plain_self_attention_and_reads_every_block():
+    """IDM-VTON's fusion: without garment tokens the network is its base UNet; with them every self-attention reads
+    the garment network's tokens of the same block, so the output moves."""
+    unet = build_tiny_components().unet
+    latents, context, t = torch.randn(2, 4, 16, 12), torch.randn(2, 77, 64), torch.tensor([10, 700])
+    with torch.no_grad():
+        expected = unet(latents, t, context).sample
+        net = TryOnNet(TryOnNetConfig(garment_input="garment", fusion="reference-attention"), unet)
+        sample = torch.cat([latents, torch.randn(2, 9, 16, 12)], dim=1)
+        tokens = net.encode_control(torch.randn(2, 4, 16, 12), context)
+        plain, fused = net(sample, t, context, None).sample, net(sample, t, context, tokens).sample
+    assert torch.allclose(plain, expected, atol=1e-5)
+    assert sorted(tokens) == sorted(net.references) and len(tokens) == 7  # every attn1 of the tiny UNet
+    assert not torch.allclose(fused, plain)
+    with pytest.raises(ValueError, match="garment_input"):
+        TryOnNet(TryOnNetConfig(garment_input="noisy", fusion="reference-attention"), build_tiny_components().unet)
+
+
+@pytest.mark.parametrize("fusion", ["zero-cross-attention", "reference-attention"])
+def test_a_dropped_row_is_the_network_without_its_garment(fusion):
+    """Garment dropout: a row with keep False gets exactly what the network gives without any garment."""
+    torch.manual_seed(0)
+    net = TryOnNet(TryOnNetConfig(garment_input="garment", attention_head_dim=8, fusion=fusion), build_tiny_components().unet)
+    for cross in net.cross_attention:
+        torch.nn.init.normal_(cross.to_out.weight, std=0.1)
+    sample, context, t = torch.randn(2, 13, 16, 12), torch.randn(2, 77, 64), torch.tensor([500, 500])
+    with torch.no_grad():
+        garment = net.encode_control(torch.randn(2, 4, 16, 12), context)
+        mixed = net(sample, t, context, garment, torch.tensor([True, False])).sample
+        with_garment, without = net(sample, t, context, garment).sample, net(sample, t, context, None).sample
+    assert torch.allclose(mixed[0], with_garment[0], atol=1e-5) and torch.allclose(mixed[1], without[1], atol=1e-5)
+    assert not torch.allclose(with_garment[1], without[1])
+
+
+def test_blended_sampling_keeps_the_cells_outside_the_mask():
+    """denoise(known=...): after the last step every cell where the mask is 0 holds the clean latent exactly."""
+    from atelier.diffusion.sampling import denoise, make_scheduler
+
+    scheduler = make_scheduler("ddim", build_tiny_components().scheduler.config)
+    scheduler.set_timesteps(4)
+    clean, noise = torch.randn(2, 4, 6, 5), torch.randn(2, 4, 6, 5)
+    mask = torch.zeros(2, 1, 6, 5)
+    mask[..., 2:4, 1:3] = 1.0
+    out = denoise(lambda x, t: torch.zeros_like(x), scheduler, torch.randn(2, 4, 6, 5), scheduler.timesteps,
+                  show_progress=False, known=(clean, mask, noise))
+    outside = (mask == 0).expand_as(out)
+    assert torch.equal(out[outside], clean[outside]) and not torch.allclose(out[~outside], clean[~outside])
+
+
+def test_garment_guidance_of_one_is_plain_sampling_and_others_move_it(trained, tryon_data):
+    from atelier.data.formats.vitonhd import load_vitonhd
+    from atelier.errors import UserError
+    from atelier.methods.tryon.data import TryOnExamples, stack
+    from atelier.methods.tryon.model import load_tryon_model
+    from atelier.methods.tryon.sample import generate
+
+    model = load_tryon_model(trained["tryon"], device="cpu")
+    for cross in model.net.cross_attention:  # two training steps leave the projection near zero: make it matter
+        torch.nn.init.normal_(cross.to_out.weight, std=0.1)
+    examples = TryOnExamples(load_vitonhd(tryon_data, "test"), SIZE_HW, "tryon", "paired")
+    batch = stack([examples[0]])
+    args = (batch["agnostic"], batch["mask"], batch["densepose"], batch["control"])
+    plain, one, three = (generate(model, *args, steps=2, seed=1, show_progress=False, **extra)
+                         for extra in ({}, {"garment_guidance": 1.0}, {"garment_guidance": 3.0}))
+    assert np.array_equal(np.asarray(plain[0]), np.asarray(one[0]))
+    assert not np.array_equal(np.asarray(plain[0]), np.asarray(three[0]))
+    with pytest.raises(UserError, match="--garment-guidance"):
+        generate(model, *args, steps=2, garment_guidance=-1.0, show_progress=False)
+
+
+@pytest.mark.parametrize(("task", "name"), [("tryon", "tiny-tryon.yaml"), ("garment-design", "tiny-garment-design.yaml")])
+def test_the_tiny_configs_are_what_the_demo_trains(task, name, tmp_path):
+    from atelier.config import read_yaml, to_dict
+    from atelier.demo.context import DemoContext
+    from atelier.demo.tryon import tryon_config
+    from atelier.registry import config_from_dict
+
+    written = config_from_dict(read_yaml(Path(__file__).resolve().parents[1] / "configs" / name))
+    demo = tryon_config(DemoContext(out=tmp_path), task, Path(written.data.root), Path(written.model.base))
+    assert to_dict(written) == to_dict(demo)
+    for paper in ("tryon.yaml", "garment-design.yaml"):  # the paper's recipes parse
+        cfg = config_from_dict(read_yaml(Path(__file__).resolve().parents[1] / "configs" / paper))
+        assert (cfg.train.lr, tuple(cfg.data.image_size), cfg.net.fusion) == (1e-4, (512, 384), "zero-cross-attention")

@@ -56,6 +56,12 @@ def _add_common(parser: argparse.ArgumentParser, guidance: float, guidance_why: 
     parser.add_argument("--steps", type=int, default=50, metavar="N", help="sampling steps (default 50, as StableVITON)")
     add_scheduler_argument(parser, default="ddim")
     parser.add_argument("--guidance-scale", type=float, default=guidance, metavar="S", help=f"classifier-free guidance over the text (default {guidance:g}{guidance_why})")
+    parser.add_argument("--garment-guidance", type=float, metavar="G",
+                        help="guidance over the control image: the network with and without it, eps = without + G (with "
+                             "- without); 1 = off (default: the run's sample.garment_guidance, else 1)")
+    parser.add_argument("--keep-unmasked", action=argparse.BooleanOptionalAction, default=True,
+                        help="keep the person outside the mask at every step (blended latents; default on); "
+                             "--no-keep-unmasked lets the network draw every pixel, as StableVITON samples")
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="random seed: pair i uses N+i (default 0)")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     add_job_arguments(parser, batch_size=8, unit="pairs")
@@ -93,7 +99,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise UserError(f"{', '.join(missing)} missing: a single pair needs --person IMG {_control_flag(args)} IMG"
                         f"{' --prompt TEXT' if args.mode == 'design' else ''}")
     require_positive({"--batch-size": args.batch_size, "--steps": args.steps, "--limit": args.limit})
-    check_numbers(args, ["guidance_scale"])
+    check_numbers(args, ["guidance_scale", "garment_guidance"])
 
 
 def _check_mode(args: argparse.Namespace):
@@ -174,13 +180,14 @@ def _draw(args: argparse.Namespace, model, job: FolderJob, items) -> None:
         batch = stack(chosen)
         images = generate(model, batch["agnostic"], batch["mask"], batch["densepose"], batch["control"],
                           [item.caption for item in chosen], steps=args.steps, scheduler=args.scheduler,
-                          guidance_scale=args.guidance_scale, seed=[task.seed for task in tasks], show_progress=False)
+                          guidance_scale=args.guidance_scale, seed=[task.seed for task in tasks], show_progress=False,
+                          garment_guidance=args.garment_guidance, keep_unmasked=args.keep_unmasked)
         for task, item, image in zip(tasks, chosen, images):
             job.save(task, image, [tensor_to_pil(item.agnostic), tensor_to_pil(item.control), image, tensor_to_pil(item.person)])
 
 
 def run(args: argparse.Namespace) -> int:
-    from atelier.methods.tryon.model import load_tryon_model
+    from atelier.methods.tryon.model import load_tryon_model, trained_garment_guidance
     from atelier.utils.kept import kept
 
     _check_arguments(args)
@@ -188,6 +195,8 @@ def run(args: argparse.Namespace) -> int:
     job, items = (_plan_test_set if args.test_set else _plan_single)(args, started)
     speed = speed_from_args(args, many=bool(args.test_set))
     model = kept(load_tryon_model, args.checkpoint, speed=speed)
+    if args.garment_guidance is None:
+        args.garment_guidance = trained_garment_guidance(args.checkpoint)
     _draw(args, model, job, items)
     height, width = model.config.image_size
     job.finish(args, {"image_size": [height, width], "speed": asdict(speed)}, grid_name="preview/grid.png",

@@ -82,6 +82,14 @@ def read_model_config(checkpoint: str | Path) -> TryOnModelConfig:
     return from_dict(TryOnModelConfig, read_yaml(checkpoint_folder(checkpoint) / MODEL_CONFIG), where=MODEL_CONFIG)
 
 
+def trained_garment_guidance(checkpoint: str | Path) -> float:
+    """The garment guidance a run's own samples used (its config.yaml's sample.garment_guidance), 1 (off) when the
+    folder has no such setting."""
+    path = checkpoint_folder(checkpoint) / "config.yaml"
+    value = (read_yaml(path).get("sample") or {}).get("garment_guidance", 1.0) if path.is_file() else 1.0
+    return float(value) if isinstance(value, (int, float)) else 1.0
+
+
 def load_tryon_model(checkpoint: str | Path, device: str | torch.device | None = None,
                      speed: SpeedConfig | None = None) -> TryOnModel:
     """A trained try-on model (run or run/final) in eval mode on `device`, made fast by `speed` (default SpeedConfig())."""

@@ -18,6 +18,11 @@ StableVITON (Kim et al., CVPR 2024), as UniFashion's generation module uses it:
   every denoising step, so it runs once per step;
 - "garment" (the garment network of IDM-VTON's design): the control latent alone at timestep 0, so its features are
   the same at every step and sampling computes them once per image.
+
+`fusion` "reference-attention" replaces the encoder copy and the zero cross-attention by IDM-VTON's garment network:
+a copy of the whole UNet reads the control latent at timestep 0 (once per image) and keeps the input of each of its
+self-attentions; the UNet's self-attention at the same block attends to its own tokens and to those (keys and values
+through its own projections). The copy starts as the UNet, so its tokens are readable from the first step.
 """
 
 from __future__ import annotations
@@ -42,6 +47,12 @@ class TryOnNetConfig:
 
     garment_input: GarmentInput = "noisy"
     attention_head_dim: int = 64  # heads of the zero cross-attention are its width / this (SD 1.5: 320 / 64 = 5)
+    # how the garment reaches the UNet: "zero-cross-attention" (StableVITON: the encoder copy's features through the
+    # zero cross-attention of the up blocks) or "reference-attention" (IDM-VTON's garment network: a copy of the whole
+    # UNet reads the control latent at timestep 0, and every self-attention of the UNet attends to its own tokens and
+    # to the copy's tokens at the same block; needs garment_input "garment")
+    fusion: Literal["zero-cross-attention", "reference-attention"] = "zero-cross-attention"
+    encoder_trainable: bool = True  # the garment encoder / garment network trains (StableVITON); False: frozen (IDM-VTON)
     unet_trainable: list[str] = field(default_factory=lambda: ["*"])  # fnmatch patterns over the UNet's parameter names
 
 
@@ -151,6 +162,7 @@ class GarmentSelfAttnProcessor:
         self.cross = cross
         self.level = level  # resolution level of the transformer: which grid of garment features it reads
         self.tokens: torch.Tensor | None = None
+        self.keep: torch.Tensor | None = None  # (B,) bool: rows that see the garment (None: all)
 
     def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
@@ -163,8 +175,73 @@ class GarmentSelfAttnProcessor:
         out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
         out = attn.to_out[1](attn.to_out[0](out))  # projection, dropout
         if self.tokens is not None:
-            out = out + self.cross(out, self.tokens.to(out.dtype))
+            garment = self.cross(out, self.tokens.to(out.dtype))
+            out = out + (garment if self.keep is None else garment * self.keep[:, None, None].to(out.dtype))
         return out
+
+
+class ReferenceProcessor:
+    """A self-attention (SDPA) that keeps its input ("capture", in the garment network) or attends to its own tokens
+    and to the garment network's tokens of the same block ("attend", in the UNet; without tokens it is plain)."""
+
+    def __init__(self, role: Literal["capture", "attend"]) -> None:
+        self.role = role
+        self.tokens: torch.Tensor | None = None
+        self.keep: torch.Tensor | None = None  # (B,) bool: rows that see the garment tokens (None: all)
+
+    def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
+                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        if attention_mask is not None or hidden_states.ndim != 3:
+            raise ValueError("ReferenceProcessor handles (B, N, C) tokens without an attention mask (SD 1.x self-attention)")
+        if self.role == "capture":
+            self.tokens = hidden_states
+        context, mask = hidden_states, None
+        if self.role == "attend" and self.tokens is not None:
+            context = torch.cat([hidden_states, self.tokens.to(hidden_states.dtype)], dim=1)
+            if self.keep is not None:  # a dropped row attends to its own tokens only: plain self-attention
+                mask = torch.zeros(len(context), 1, 1, context.shape[1], dtype=hidden_states.dtype, device=context.device)
+                mask[~self.keep, :, :, hidden_states.shape[1]:] = float("-inf")
+        query, key, value = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
+        batch, head_dim = query.shape[0], query.shape[-1] // attn.heads
+        query, key, value = (x.view(batch, -1, attn.heads, head_dim).transpose(1, 2) for x in (query, key, value))
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=attn.scale)
+        out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+def self_attentions(unet: nn.Module) -> list[str]:
+    """Module paths of every transformer block's self-attention (attn1), in module order."""
+    return [name for name, module in unet.named_modules() if name.endswith(".attn1") and hasattr(module, "set_processor")]
+
+
+class GarmentNet(nn.Module):
+    """IDM-VTON's garment network: a trainable copy of the whole UNet reading the control latent at timestep 0;
+    forward returns {attn1 path: the tokens entering that self-attention}. Its output convolutions are unused (frozen)."""
+
+    def __init__(self, unet: nn.Module) -> None:
+        super().__init__()
+        self.unet = copy.deepcopy(unet)
+        conv = self.unet.conv_in
+        if conv.in_channels != LATENT:
+            conv.weight = nn.Parameter(conv.weight[:, :LATENT].detach().clone())
+            conv.in_channels = LATENT
+        self.paths = self_attentions(self.unet)
+        self.processors = {path: ReferenceProcessor("capture") for path in self.paths}
+        for path, processor in self.processors.items():
+            _check_plain_self_attention(self.unet.get_submodule(path), path)
+            self.unet.get_submodule(path).set_processor(processor)
+
+    def freeze_unused(self) -> None:
+        for module in (self.unet.conv_norm_out, self.unet.conv_out):
+            if module is not None:
+                module.requires_grad_(False)
+
+    def forward(self, control: torch.Tensor, timestep, context: torch.Tensor, unet_input=None) -> dict[str, torch.Tensor]:
+        self.unet(control, torch.zeros(control.shape[0], device=control.device), context)
+        tokens = {path: processor.tokens for path, processor in self.processors.items()}
+        for processor in self.processors.values():
+            processor.tokens = None
+        return tokens
 
 
 def _check_plain_self_attention(attn, path: str) -> None:
@@ -199,11 +276,23 @@ class TryOnNet(nn.Module):
         self.cfg = cfg
         widen_conv_in(unet)
         self.unet = unet
+        self.cross_attention = nn.ModuleList()
+        self.processors: list[GarmentSelfAttnProcessor] = []
+        self.references: dict[str, ReferenceProcessor] = {}
+        if cfg.fusion == "reference-attention":
+            if cfg.garment_input != "garment":
+                raise ValueError('fusion "reference-attention" reads the control latent alone: set garment_input "garment"')
+            self.garment_encoder = GarmentNet(unet)
+            for path in self_attentions(unet):
+                _check_plain_self_attention(unet.get_submodule(path), path)
+                self.references[path] = ReferenceProcessor("attend")
+                unet.get_submodule(path).set_processor(self.references[path])
+            self.paths = []
+            self.set_trainable()
+            return
         self.garment_encoder = GarmentEncoder(unet, cfg.garment_input)
         widths = list(unet.config.block_out_channels)
         self.paths = up_block_self_attentions(unet)
-        self.cross_attention = nn.ModuleList()
-        self.processors: list[GarmentSelfAttnProcessor] = []
         for path, level in self.paths:
             attn = unet.get_submodule(path)
             _check_plain_self_attention(attn, path)
@@ -218,6 +307,10 @@ class TryOnNet(nn.Module):
         self.requires_grad_(True)
         for name, param in self.unet.named_parameters():
             param.requires_grad_(any(fnmatch(name, pattern) for pattern in self.cfg.unet_trainable))
+        if isinstance(self.garment_encoder, GarmentNet):
+            self.garment_encoder.freeze_unused()
+        if not self.cfg.encoder_trainable:
+            self.garment_encoder.requires_grad_(False)
 
     def enable_gradient_checkpointing(self) -> None:
         self.unet.enable_gradient_checkpointing()
@@ -232,8 +325,14 @@ class TryOnNet(nn.Module):
         return self.garment_encoder(control, timestep if timestep is not None else 0, context, unet_input)
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
-                garment: dict[tuple[int, int], torch.Tensor] | None = None):
-        """One UNet evaluation on the 13-channel `sample`; `garment`: features per grid (None: the garment is ignored)."""
+                garment: dict | None = None, keep: torch.Tensor | None = None):
+        """One UNet evaluation on the 13-channel `sample`; `garment`: the garment encoder's features per grid (zero
+        cross-attention) or its tokens per self-attention path (reference attention); None: the garment is ignored.
+        `keep` (B,) bool: the rows that see the garment (garment dropout in training); None: every row."""
+        for path, processor in self.references.items():
+            processor.tokens, processor.keep = (None, None) if garment is None else (garment[path], keep)
+        for processor in self.processors:
+            processor.keep = keep
         latent_hw = tuple(sample.shape[-2:])
         for processor in self.processors:
             if garment is None:

@@ -38,6 +38,9 @@ from atelier.utils.progress import progress
 
 logger = logging.getLogger(__name__)
 MODES = {"tryon": "tryon", "garment-design": "design"}
+# what starts new: the zero cross-attention, the noisy-input encoder's hint convolution, and the UNet's input
+# convolution (widened: 9 of its 13 inputs are new)
+NEW_PARTS = ("cross_attention.", "garment_encoder.hint_in.", "unet.conv_in.")
 
 
 @dataclass
@@ -54,6 +57,7 @@ class TryOnSampleConfig:
     steps: int = 20
     scheduler: SchedulerName = "ddim"
     guidance_scale: float = 1.0
+    garment_guidance: float = 1.0
 
 
 def paper_train_config() -> TrainConfig:
@@ -69,6 +73,8 @@ class TryOnConfig:
     net: TryOnNetConfig = field(default_factory=TryOnNetConfig)
     data: TryOnDataConfig = field(default_factory=TryOnDataConfig)
     caption_dropout: float = 0.2
+    garment_dropout: float = 0.0  # share of examples trained without the garment (StableVITON: 0); > 0 makes the
+    # garment guidance of sampling (--garment-guidance) contrast the network with and without the garment it learned
     new_parts_lr_scale: float = 1.0  # learning rate of the garment encoder's new input and the zero cross-attention, x train.lr
     mask_loss_weight: float = 1.0  # loss weight of the latent cells inside the mask (outside: 1; StableVITON: 1)
     train: TrainConfig = field(default_factory=paper_train_config)
@@ -105,8 +111,9 @@ class TryOnTask(TaskBase):
 
         if not cfg.data.root:
             raise UserError("data.root is empty: set it to a VITON-HD folder (e.g. the output of `atelier synth --tryon`)")
-        if not 0.0 <= cfg.caption_dropout < 1.0:
-            raise UserError(f"caption_dropout {cfg.caption_dropout}: expected a share in [0, 1)")
+        for name in ("caption_dropout", "garment_dropout"):
+            if not 0.0 <= getattr(cfg, name) < 1.0:
+                raise UserError(f"{name} {getattr(cfg, name)}: expected a share in [0, 1)")
         for name in ("new_parts_lr_scale", "mask_loss_weight"):
             if not getattr(cfg, name) > 0:
                 raise UserError(f"{name} {getattr(cfg, name)}: expected a number > 0 (1 is StableVITON's)")
@@ -155,12 +162,15 @@ class TryOnTask(TaskBase):
         context = self.captions.text(rows, self.components.text_encoder)
         net, cond = self.net, batch.cond
         fixed = net.encode_control(cond.control, context) if net.cfg.garment_input == "garment" else None
+        keep = None
+        if self.cfg.garment_dropout > 0:
+            keep = torch.rand(len(rows), generator=generator, device=self.device) >= self.cfg.garment_dropout
 
         class Denoiser:  # the loss's `unet`: the 13-channel input and the garment features around the network
             def __call__(self, noisy, timesteps, encoder_hidden_states):
                 sample = cond.unet_input(noisy)
                 garment = fixed if fixed is not None else net.encode_control(cond.control, encoder_hidden_states, timesteps, sample)
-                return net(sample, timesteps, encoder_hidden_states, garment)
+                return net(sample, timesteps, encoder_hidden_states, garment, keep)
 
         weight = None if self.cfg.mask_loss_weight == 1.0 else 1.0 + (self.cfg.mask_loss_weight - 1.0) * cond.mask
         return denoising_loss(Denoiser(), self.model.scheduler, batch.latents.sample(generator), context, generator,
@@ -172,7 +182,7 @@ class TryOnTask(TaskBase):
     def parameter_groups(self) -> list[dict]:
         """The new parts (zero cross-attention, the garment encoder's new input convolution) at `new_parts_lr_scale`
         times the rate, the rest at the rate."""
-        new = [p for name, p in self.trainable_state_dict().items() if name.startswith(("cross_attention.", "garment_encoder.hint_in."))]
+        new = [p for name, p in self.trainable_state_dict().items() if name.startswith(NEW_PARTS)]
         ids = {id(p) for p in new}
         return [{"params": [p for p in self.trainable_parameters() if id(p) not in ids], "lr_scale": 1.0},
                 {"params": new, "lr_scale": self.cfg.new_parts_lr_scale}]
@@ -191,7 +201,7 @@ class TryOnTask(TaskBase):
         self.net.eval()
         images = generate(self.model, batch["agnostic"], batch["mask"], batch["densepose"], batch["control"],
                           [item.caption for item in items], steps=s.steps, scheduler=s.scheduler,
-                          guidance_scale=s.guidance_scale, show_progress=False)
+                          guidance_scale=s.guidance_scale, garment_guidance=s.garment_guidance, show_progress=False)
         self.net.train()
         rows = [[tensor_to_pil(it.agnostic), tensor_to_pil(it.control), image, tensor_to_pil(it.person)]
                 for it, image in zip(items, images)]
