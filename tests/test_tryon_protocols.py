@@ -125,6 +125,19 @@ def test_sketch_lines_follow_mgds_binarisation():
     assert garment.edge_lines(np.array([0.9, 0.92, 1.0])).tolist() == [False, True, True]  # 229.5, 234.6 -> 235
 
 
+def test_a_sketch_reads_the_same_lines_drawn_dark_on_white_or_bright_on_black(tmp_path):
+    from PIL import Image
+
+    from atelier.metrics import garment
+
+    lines = np.zeros((512, 384), dtype=np.uint8)
+    lines[100:104, 50:300] = 255
+    Image.fromarray(lines).save(tmp_path / "bright.png")
+    Image.fromarray(255 - lines).save(tmp_path / "dark.png")
+    bright, dark = garment.read_sketch(tmp_path / "bright.png"), garment.read_sketch(tmp_path / "dark.png")
+    assert bright.sum() == 4 * 250 and np.array_equal(bright, dark)
+
+
 def test_keypoint_distance_averages_joints_present_in_both():
     found = np.array([[10.0, 10.0], [0.0, 0.0], [3.0, 4.0]])
     reference = np.array([[13.0, 14.0], [50.0, 50.0], [3.0, 4.0]])

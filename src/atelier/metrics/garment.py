@@ -165,10 +165,13 @@ def edge_lines(edges: np.ndarray) -> np.ndarray:
 
 
 def read_sketch(path: Path) -> np.ndarray:
-    """An input sketch file as line pixels at 384x512; UserError naming the file when it is not a readable image."""
+    """An input sketch file as line pixels at 384x512; UserError naming the file when it is not a readable image.
+    A sketch drawn dark on white (most of it bright: FashionSynth's and `atelier prepare-tryon`'s XDoG sketches) is
+    inverted first, so both conventions give the lines."""
     from atelier.data.transforms import open_rgb
 
-    return sketch_lines(np.asarray(to_frame(open_rgb(path).convert("L"))))  # L -> RGB -> L is exact in PIL
+    gray = np.asarray(to_frame(open_rgb(path).convert("L")))  # L -> RGB -> L is exact in PIL
+    return sketch_lines(255 - gray if np.median(gray) > 127 else gray)
 
 
 def sketch_distance(lines: np.ndarray, sketch: np.ndarray) -> float | None:
