@@ -1,5 +1,6 @@
 """Try-on speed: seconds per image of `atelier try-on`'s sampler, with the garment encoder run once per step
-(StableVITON's noisy-input encoder, the reference) and once per image (the "garment" input), and training step time.
+(StableVITON's noisy-input encoder, the reference) and once per image (the "garment" input; and IDM-VTON's garment
+network, `net.fusion: reference-attention`, also once per image), and training step time.
 
 StableVITON's garment encoder is a ControlNet-style copy of the UNet encoder that reads the noisy latent and the
 timestep, so its features change every step and it must run once per step; with `net.garment_input: garment` it reads
@@ -38,13 +39,22 @@ def _components(size: str):
     return build_tiny_components() if size == "tiny" else build_sd15_components(seed=0)
 
 
-def _task(size: str, garment_input: str, root: Path, device: str, batch: int):
+VARIANTS = {  # row -> (garment_input, fusion, what the table calls it)
+    "noisy": ("noisy", "zero-cross-attention", "encoder per step (StableVITON)"),
+    "garment": ("garment", "zero-cross-attention", "encoder once per image"),
+    "reference": ("garment", "reference-attention", "garment network once/image"),
+}
+
+
+def _task(size: str, variant: str, root: Path, device: str, batch: int):
     from atelier.config import ModelConfig, TrainConfig
     from atelier.methods.tryon.network import TryOnNetConfig
     from atelier.methods.tryon.train import TryOnConfig, TryOnDataConfig, TryOnTask
 
     spec = SIZES[size]
-    cfg = TryOnConfig(model=ModelConfig("tiny"), net=TryOnNetConfig(garment_input=garment_input, attention_head_dim=spec["head_dim"]),
+    garment_input, fusion, _ = VARIANTS[variant]
+    cfg = TryOnConfig(model=ModelConfig("tiny"), net=TryOnNetConfig(garment_input=garment_input, attention_head_dim=spec["head_dim"],
+                                                                      fusion=fusion),
                       data=TryOnDataConfig(root=str(root), image_size=spec["image_size"], cache=True),
                       train=TrainConfig(batch_size=batch, mixed_precision="no" if size == "tiny" else "bf16"))
     return TryOnTask(cfg, components=_components(size), device=device), cfg
@@ -98,9 +108,9 @@ def time_sampling(task, device: str, batch: int, steps: int, repeats: int) -> fl
 def measure(size: str, device: str, args: argparse.Namespace, root: Path) -> dict:
     result = {"device": device, "image_size": list(SIZES[size]["image_size"]), "sample_steps": args.steps,
               "batch": args.batch}
-    for garment_input in ("noisy", "garment"):
-        task, cfg = _task(size, garment_input, root, device, args.batch)
-        result[garment_input] = {"train_s_per_step": round(time_training(task, cfg, device, args.train_steps), 4),
+    for variant in VARIANTS:
+        task, cfg = _task(size, variant, root, device, args.batch)
+        result[variant] = {"train_s_per_step": round(time_training(task, cfg, device, args.train_steps), 4),
                                  "sample_s_per_image": round(time_sampling(task, device, args.batch, args.steps, args.repeats), 4)}
         del task
     result["sample_ratio_per_step_over_once"] = round(result["noisy"]["sample_s_per_image"] / result["garment"]["sample_s_per_image"], 2)
@@ -135,10 +145,10 @@ def main(argv: list[str] | None = None) -> int:
             write_tryon(root, identities=12, size=(width, SIZES[size]["image_size"][0]), seed=0, test_fraction=0.3)
             results["sizes"][size] = measure(size, device, args, root)
     write_json(RESULTS, results)
-    print(f"{'size':6} {'encoder':22} {'train s/step':>13} {'sample s/image':>15}")
+    print(f"{'size':6} {'garment path':30} {'train s/step':>13} {'sample s/image':>15}")
     for size, row in results["sizes"].items():
-        for garment_input, label in (("noisy", "per step (StableVITON)"), ("garment", "once per image")):
-            print(f"{size:6} {label:22} {row[garment_input]['train_s_per_step']:13.4f} {row[garment_input]['sample_s_per_image']:15.4f}")
+        for variant, (_, _, label) in VARIANTS.items():
+            print(f"{size:6} {label:30} {row[variant]['train_s_per_step']:13.4f} {row[variant]['sample_s_per_image']:15.4f}")
         print(f"{size:6} per-step / once-per-image sampling time: {row['sample_ratio_per_step_over_once']:.2f}x")
     print(json.dumps({"written": str(RESULTS)}))
     return 0
