@@ -77,7 +77,8 @@ class MCLDNet(nn.Module):
             if attn2 is None:
                 raise ValueError(f"{block.path} has no cross-attention (attn2); MCLD's contexts enter through it")
             check_plain_attention(attn2, f"{block.path}.attn2")
-            processor = MultiFocalCrossAttnProcessor(attn2, block.stage, cfg.face_scale).to(attn2.to_k.weight.device)
+            weight = attn2.to_k.weight
+            processor = MultiFocalCrossAttnProcessor(attn2, block.stage, cfg.face_scale).to(weight.device, weight.dtype)
             self.cross_attention.append(processor)
             attn2.set_processor(processor)
         self._pose_features: torch.Tensor | None = None
