@@ -8,10 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
+from atelier.config import from_dict, to_dict
 from atelier.diffusion.components import build_tiny_components
 from atelier.errors import UserError
 from atelier.methods.mcld.clip_image import load_clip_image_encoder, tiny_clip_image_encoder
-from atelier.methods.mcld.network import MCLDNet, tiny_mcld_config
+from atelier.methods.mcld.network import MCLDNet, MCLDNetConfig, tiny_mcld_config
 from atelier.methods.mcld.pose_guider import PoseGuider, PoseGuiderConfig
 from atelier.methods.mcld.projector import FaceProjector, FaceProjectorConfig
 from atelier.methods.mcld.reference import transformer_blocks
@@ -194,6 +195,12 @@ def test_uncond_branch_ignores_the_conditions(unet):
     assert torch.equal(uncond_a, uncond_b) and torch.equal(uncond_a, explicit)
     assert float((other_pose - uncond_a).abs().max()) > 1e-3  # by default the pose stays in both branches
     assert torch.equal(*without_pose)
+
+
+def test_config_round_trips_through_plain_dicts():
+    cfg = tiny_mcld_config()
+    assert from_dict(MCLDNetConfig, to_dict(cfg)) == cfg  # what a yaml beside the weights holds
+    assert from_dict(MCLDNetConfig, {"pose_guider": {"refine_convs": False}}).projector.dim == 1280  # paper defaults
 
 
 def test_trainable_parameters_are_the_papers(unet):

@@ -1,6 +1,6 @@
 """MCLD's network around two diffusers UNets: pose guider, face projector, reference path, multi-focal cross-attention.
 
-Multi-focal conditioned latent diffusion (MCLD, CVPR 2025) conditions an SD 1.5 denoising UNet through four doors:
+Multi-focal conditioned latent diffusion (MCLD, CVPR 2025) conditions an SD 1.5 denoising UNet through three doors:
 - `conv_in`: the pose guider's features of the target's DensePose IUV image are added to its output (a forward hook
   on `unet.conv_in`, so the UNet keeps its diffusers parameter names);
 - attn1 of every transformer block: keys/values also read the reference UNet's tokens of the same block
@@ -12,7 +12,8 @@ Multi-focal conditioned latent diffusion (MCLD, CVPR 2025) conditions an SD 1.5 
 The unconditional branch (`uncond=True`) is what MCLD's released inference does for classifier-free guidance: the
 source and texture CLIP tokens and the face embedding are zeros (the face projector still runs, on zeros) and there
 are no reference features. The pose guider keeps the target's IUV image by default (`uncond_keeps_pose`): the pose
-says where, not what, and training never drops it; that the release does the same is our reading, not verified.
+says where, not what, and MCLD's training drops only the CLIP images for its unconditional case; whether the released
+inference zeroes the pose too is not verified (set uncond_keeps_pose false for that reading).
 Sampling uses one call per branch (not a doubled batch).
 """
 
@@ -98,8 +99,9 @@ class MCLDNet(nn.Module):
 
     def trainable(self) -> dict[str, nn.Parameter]:
         """What MCLD trains, by name: the whole denoising UNet (face projections included), the reference UNet but its
-        last up block (SD 1.5: `up_blocks.3`, whose blocks feed no captured token but their own), pose guider and
-        face projector. Their values() are what an optimiser takes."""
+        last up block (SD 1.5: `up_blocks.3`, frozen in MCLD's training), pose guider and face projector. Their
+        values() are what an optimiser takes. The reference UNet's layers past its last captured `norm1` (conv_out
+        among them) stay in the list, as in the paper, though no gradient reaches them."""
         frozen = f"reference_unet.up_blocks.{len(self.reference_unet.up_blocks) - 1}."
         return {name: param for name, param in self.named_parameters() if not name.startswith(frozen)}
 

@@ -9,8 +9,9 @@ Layout. The channel list and parameter names (`conv_in`, `blocks.N`, `conv_out`)
 conditioning embedding (Zhang et al. 2023; diffusers' `ControlNetConditioningEmbedding`, whose default widths are
 MCLD's 16/32/96/256), where every widening is a pair: a same-width 3x3 convolution, then the stride-2 one. MCLD's
 released `pose_guider.pth` is read by these names (see release.py), so `refine_convs` chooses between that pair
-layout (default, `blocks.0..5` on SD 1.5) and the four-convolution reading of the paper's list (`blocks.0..2`);
-a file of the other layout is refused with its keys listed.
+layout (default, `blocks.0..5` on SD 1.5) and the four-convolution reading of that channel list (`blocks.0..2`);
+a file of the other layout is refused with its keys listed. At SD 1.5 size the layouts hold 1,086,480 and 991,872
+parameters (4.35 and 3.97 MB in float32), so a file's size already tells them apart.
 
 Latent scale. The guider must land on the latent grid: it has one stride-2 convolution per halving of the VAE
 (log2 of its latent scale: 3 for SD 1.5's factor 8, 2 for the tiny VAE's factor 4), so `channels` needs that many
