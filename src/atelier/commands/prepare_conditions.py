@@ -237,7 +237,9 @@ def run(args: argparse.Namespace) -> int:
         "generator": "atelier prepare-conditions", "atelier_version": __version__, "options": _options(args),
         "images": len(items), "written": len(todo), "kept": kept, "face_landmarks": embedder.sources,
     })  # fmt: skip
-    faces = ", ".join(f"{count} {source}" for source, count in embedder.sources.items() if count)
+    words = {"detector": "landmarks from the detector", "keypoints": "landmarks from the keypoints",
+             "none": "zeros (no face found)" if embedder.model is not None else "zeros (no --face-model)"}
+    faces = ", ".join(f"{count} {words[source]}" for source, count in embedder.sources.items() if count)
     print(f"prepared {len(todo)} images in {args.data} ({kept} existing kept): {{split}}_texture/ and {{split}}_face/"
-          + (f"; face landmarks from: {faces}" if faces else ""))
+          + (f"; faces: {faces}" if faces else ""))
     return 0
