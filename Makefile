@@ -37,17 +37,17 @@ test-latest:
 	.venv-latest/bin/python -m pip install -q --upgrade pip
 	.venv-latest/bin/python -m pip install -q "$(TORCH_SPEC)" || .venv-latest/bin/python -m pip install -q "torch>=2.4"
 	.venv-latest/bin/python -c "import torch; print('torch==' + torch.__version__)" > .venv-latest/torch-pin.txt
-	.venv-latest/bin/python -m pip install -q --upgrade --upgrade-strategy eager -c .venv-latest/torch-pin.txt -e ".[dev,app,parse]"
+	.venv-latest/bin/python -m pip install -q --upgrade --upgrade-strategy eager -c .venv-latest/torch-pin.txt -e ".[dev,app,parse,mcld]"
 	.venv-latest/bin/python -m pip list --format=freeze | grep -iE '^(diffusers|transformers|peft|accelerate)=='
 	.venv-latest/bin/python -m pytest -p no:cacheprovider
 
-# Resolve pyproject's ranges (plus the dev, app and parse extras) under requirements/lock-constraints.txt in a scratch
+# Resolve pyproject's ranges (plus the dev, app, parse and mcld extras) under requirements/lock-constraints.txt in a scratch
 # venv and freeze the result; torch is left out (it is the local wheel, installed first).
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python -m pip install -q --upgrade pip
 	.venv-lock/bin/python -m pip install -q "$(TORCH_SPEC)"
-	.venv-lock/bin/python -m pip install -q -c requirements/lock-constraints.txt ".[dev,app,parse]"
+	.venv-lock/bin/python -m pip install -q -c requirements/lock-constraints.txt ".[dev,app,parse,mcld]"
 	{ echo "# The tested dependency set: made by 'make lock' from pyproject.toml + requirements/lock-constraints.txt."; \
 	  echo "# torch is installed first from \$$(TORCH_SPEC) and is not listed."; \
 	  .venv-lock/bin/python -m pip freeze --exclude-editable | grep -viE '^(torch==|atelier[ =@])' ; } > $(LOCK).tmp

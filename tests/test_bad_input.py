@@ -1,5 +1,5 @@
-"""Bad input, one row per case: translate, generate, illustrate, pose-transfer, prepare-tryon and every reader (issues
-19, 16).
+"""Bad input, one row per case: translate, generate, illustrate, pose-transfer, prepare-tryon, prepare-conditions and
+every reader (issues 19, 16, 14).
 
 Each row builds its bad input in a fresh folder, runs the command in-process (`tests.helpers.cli_outcome`) or the
 reader (`reader_outcome`, which maps errors as the CLI does) and asserts: the exit code, no traceback, one error line,
@@ -316,6 +316,20 @@ def prepare_folder(tmp: Path, name: str, files: dict[str, tuple[str, tuple[int, 
     return str(tmp / name)
 
 
+def conditions(tmp: Path, *extra: str, iuv: tuple | None = ("RGB", (16, 16), (0, 0, 0))) -> list[str]:
+    """prepare-conditions of a DeepFashion folder holding one 16x16 photo test_highres/p0.png and, unless `iuv` is
+    None, its IUV test_densepose/p0.png (`iuv`: (mode, (W, H), colour))."""
+    write_random_photos(tmp / "data" / "test_highres", 1, (16, 16))
+    if iuv is not None:
+        prepare_folder(tmp / "data", "test_densepose", {"p0.png": iuv})
+    return ["prepare-conditions", "--data", str(tmp / "data"), *extra]
+
+
+def junk_model(tmp: Path) -> str:
+    (tmp / "model.onnx").write_bytes(b"not a model")
+    return str(tmp / "model.onnx")
+
+
 def weights_file(tmp: Path, name: str, data: bytes):
     from atelier.weights import load_state_dict
 
@@ -471,6 +485,17 @@ CASES = [
     row("prepare-labels-unknown", cli(prepare, "--labels", "cihp"), r"--labels: invalid choice: 'cihp'"),
     row("prepare-into-foreign-folder", lambda t: (foreign_folder(t), cli_outcome(prepare(t)))[1], r"--out .*out is not empty and not an atelier output"),
     row("prepare-out-holds-the-photos", lambda t: cli_outcome(prepare(t, out=".")), r"--out .* contains --images"),
+    # prepare-conditions: MCLD's IUVs and face model, one line naming the file or flag before any work
+    row("conditions-iuv-missing", cli(conditions, iuv=None), r"no DensePose IUV for 1 images \(p0\.png\): expected .*test_densepose/p0\.png; run DensePose .* or pass --densepose DIR"),
+    row("conditions-iuv-of-another-size", cli(conditions, iuv=("RGB", (8, 8), (0, 0, 0))), r"test_densepose/p0\.png: the DensePose image is 8x8 but its photo p0\.png is 16x16"),
+    row("conditions-iuv-one-channel", cli(conditions, iuv=("L", (16, 16), 0)), r"test_densepose/p0\.png: the DensePose image is a L image; expected a DensePose IUV PNG \(3 channels"),
+    row("conditions-iuv-four-channels", cli(conditions, iuv=("RGBA", (16, 16), (0, 0, 0, 255))), r"test_densepose/p0\.png: the DensePose image is a RGBA image; expected a DensePose IUV PNG"),
+    row("conditions-iuv-part-25", cli(conditions, iuv=("RGB", (16, 16), (0, 0, 25))), r"(test_densepose/p0\.png: holds part index 25 in its blue channel|needs .*pip install 'atelier\[mcld\]')"),
+    row("conditions-densepose-folder-missing", lambda t: cli_outcome(conditions(t, "--densepose", str(t / "nowhere"))), r"--densepose .*nowhere: not a folder"),
+    row("conditions-face-model-not-onnx", lambda t: cli_outcome(conditions(t, "--face-model", junk_model(t))), r"(--face-model .*model\.onnx: not a model onnxruntime can load|needs .*pip install 'atelier\[mcld\]')"),
+    row("conditions-face-model-missing", lambda t: cli_outcome(conditions(t, "--face-model", str(t / "ghost.onnx"))), r"--face-model .*ghost\.onnx: not found"),
+    row("conditions-detector-without-model", lambda t: cli_outcome(conditions(t, "--face-detector", junk_model(t))), r"--face-detector finds the landmarks for --face-model: pass --face-model FILE too"),
+    row("conditions-data-without-images", lambda t: cli_outcome(["prepare-conditions", "--data", prepare_folder(t, "empty", {})]), r"--data .*empty: no images in train_highres/"),
     # readers: DeepFashion pairs and annotations
     row("reader-pairs-not-utf8", reader(read_pairs_bytes, b"from,to\n" + LATIN1 + b",b\n"), r"pairs\.csv, line 2: the pairs CSV .*not UTF-8 text \(byte 0xe9"),
     row("reader-pairs-nul-byte", reader(read_pairs_bytes, b"from,to\na\x00,b\n"), r"pairs\.csv, line 2: .*NUL byte"),

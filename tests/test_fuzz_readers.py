@@ -5,10 +5,10 @@ Readers: the DeepFashion pairs CSV and annotation (keypoint) CSV, keypoint JSON 
 (--target-pose), captioned folders (metadata.jsonl and .txt sidecars), list files, and the retrieval benchmarks'
 files (FashionIQ caption and split JSON, Fashion200K label files, FashionGen HDF5), and the try-on benchmarks' pairs
 files, keypoint JSON and captions (VITON-HD with MGD's additions, DressCode), and what `atelier prepare-tryon` reads
-(OpenPose JSON of either length, parse map PNGs). A result is also checked for
-form where there is one to check (keypoints: 18 finite (y, x) pairs), and a UserError for being one line. Each property
-runs 60 examples, drawn from a fixed seed (a failure reproduces; to explore further, raise max_examples or drop
-derandomize locally); no deadline, as the machine may be busy.
+(OpenPose JSON of either length, parse map PNGs), and the DensePose IUV PNGs `atelier prepare-conditions` reads. A
+result is also checked for form where there is one to check (keypoints: 18 finite (y, x) pairs), and a UserError for
+being one line. Each property runs 60 examples, drawn from a fixed seed (a failure reproduces; to explore further,
+raise max_examples or drop derandomize locally); no deadline, as the machine may be busy.
 """
 
 from __future__ import annotations
@@ -404,3 +404,31 @@ def test_parse_map_png(scratch: Path, data: bytes) -> None:
     (scratch / "parse.png").write_bytes(data)
     labels = result_or_user_error(lambda: read_label_map(scratch / "parse.png", LIP))
     assert labels is None or (labels.ndim == 2 and labels.dtype == np.uint8 and labels.max() < LIP.count)
+
+
+def _iuv_png() -> bytes:
+    """A small valid IUV PNG as MCLD writes them: red V*255, green U*255, blue the part index."""
+    import io
+
+    from PIL import Image
+
+    from atelier.data.densepose import iuv_array
+
+    parts = (np.arange(48).reshape(6, 8) % 25).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(iuv_array(parts, np.full((6, 8), 0.25), np.full((6, 8), 0.75)), "RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@FUZZ
+@given(data=file_bytes(_iuv_png()))
+def test_densepose_iuv_png(scratch: Path, data: bytes) -> None:
+    from atelier.data.densepose import read_iuv
+
+    (scratch / "p0.png").write_bytes(data)
+    iuv = result_or_user_error(lambda: read_iuv(scratch / "p0.png"))
+    if iuv is not None:
+        assert iuv.parts.ndim == 2 and iuv.parts.dtype == np.uint8 and iuv.parts.max(initial=0) <= 24
+        assert iuv.u.shape == iuv.parts.shape == iuv.v.shape and 0 <= iuv.u.min(initial=0) and iuv.v.max(initial=0) <= 1
+        with pytest.raises(UserError, match="p0.png: the DensePose image is"):
+            read_iuv(scratch / "p0.png", (iuv.size[0] + 1, iuv.size[1]))  # another photo's size

@@ -30,6 +30,7 @@ from atelier.commands import (
     illustrate,
     index,
     pose_transfer,
+    prepare_conditions,
     prepare_tryon,
     search,
     synth,
@@ -40,7 +41,8 @@ from atelier.commands import (
 from atelier.errors import DependencyError, UserError
 
 # Each module defines add_parser(subparsers) registering its subcommand with `func` set to a plain function(args).
-COMMAND_MODULES = [synth, prepare_tryon, train, demo, evaluate, translate, generate, pose_transfer, tryon, illustrate,
+COMMAND_MODULES = [synth, prepare_tryon, prepare_conditions, train, demo, evaluate, translate, generate, pose_transfer, tryon,
+                   illustrate,
                    index, search, caption, app, doctor]
 DEBUG_HINT = "(--debug shows the traceback)"
 MACHINE_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",

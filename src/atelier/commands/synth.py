@@ -13,6 +13,13 @@ EPILOG = """examples:
   atelier synth --out runs/fs-retrieval --retrieval                 # also OUT/retrieval/ (products, FashionIQ, FashionGen)
   atelier synth --out runs/fs-retrieval --retrieval --retrieval-size 128x128
   atelier synth --out runs/fs-tryon --tryon --tryon-size 384x512       # also OUT/tryon/ (the VITON-HD layout)
+  atelier synth --out runs/fs-mcld --conditions                       # also MCLD's conditions (needs atelier[mcld])
+
+--conditions writes MCLD's conditions beside the DeepFashion images, with every value known: OUT/deepfashion/
+{train,test}_densepose/<name>.png (the DensePose IUV truth, stored as MCLD stores IUVs), {train,test}_texture/
+<name>.png (the identity's true UV texture as a 512x512 SMPL texture) and {train,test}_face/<name>.npy (an identity
+embedding of 14 floats standing in for ArcFace; zeros for a back view), and OUT/labels/texture_atlas/ (each identity's
+true 24-part atlas). The part map and the vector's layout: docs/mcld.md. Needs pip install 'atelier[mcld]'.
 
 --retrieval writes OUT/retrieval/: products/<asin>.png (each garment alone on white), fashioniq/ (images,
 image_splits, captions with triplets and cap.{cat}.{split}.caption.json absolute captions), fashiongen/
@@ -50,6 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--retrieval-size", default="256x256", metavar="WxH", help="product image size for --retrieval (default 256x256)")
     parser.add_argument("--tryon", action="store_true", help="also write OUT/tryon/: the VITON-HD try-on layout")
     parser.add_argument("--tryon-size", default="192x256", metavar="WxH", help="image size for --tryon (default 192x256)")
+    parser.add_argument("--conditions", action="store_true", help="also write MCLD's conditions (DensePose IUV, true texture, identity embedding) beside the DeepFashion images")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     parser.set_defaults(func=run)
     return parser
@@ -103,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         test_fraction=args.test_fraction,
         overwrite=args.overwrite,
+        conditions=args.conditions,
     )
     write_marker(args.out, "synth")
     images, pairs, people = summary.images, summary.pairs, summary.identities
@@ -112,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         f"{summary.seconds:.1f} s: DeepFashion layout with {pairs['train']} train and {pairs['test']} test pairs in "
         f"{summary.deepfashion}, photo and illustration style folders in {summary.style}, parse maps, garment masks "
         f"and attributes in {summary.labels}."
+        + (" MCLD's conditions (DensePose IUV, true textures, identity embeddings) beside the DeepFashion images."
+           if args.conditions else "")
     )
     if args.retrieval:
         found = write_retrieval(args.out / "retrieval", args.identities, retrieval_size, args.seed, args.test_fraction,

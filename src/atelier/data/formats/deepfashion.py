@@ -20,6 +20,7 @@ from typing import Iterator, Literal
 
 import numpy as np
 
+from atelier.data.formats.captioned import list_images
 from atelier.data.formats.lists import missing_error, read_list
 from atelier.data.formats.text import parse_json, text_lines
 from atelier.data.pose import FRAME_HW, validate_keypoints
@@ -150,14 +151,31 @@ class DeepFashionSplit:
         return self.annotations[name]
 
 
-def _find_image_dir(root: Path, split: str) -> Path:
-    """The split's image folder: `{split}_highres`, else `{split}_256x176`."""
-    candidates = [root / pattern.format(split=split) for pattern in IMAGE_FOLDERS]
+def find_image_dir(root: str | os.PathLike, split: str, required: bool = True) -> Path | None:
+    """The split's image folder: `{split}_highres`, else `{split}_256x176`; when neither is there, UserError (None
+    unless `required`)."""
+    candidates = [Path(root) / pattern.format(split=split) for pattern in IMAGE_FOLDERS]
     for candidate in candidates:
         if candidate.is_dir():
             return candidate
+    if not required:
+        return None
     tried = " and ".join(c.name for c in candidates)
     raise UserError(f"no image folder for the {split} split in {root}: tried {tried}; point the root at the DeepFashion folder")
+
+
+def split_names(root: str | os.PathLike, split: str, image_dir: Path) -> list[str]:
+    """The split's image names: `{split}.lst` when there is one (every name must be in `image_dir`), else the image
+    files in `image_dir`, sorted."""
+    on_disk = [path.name for path in list_images(image_dir, recursive=False)]
+    list_file = Path(root) / f"{split}.lst"
+    if not list_file.is_file():
+        return on_disk
+    names, present = read_list(list_file), set(on_disk)
+    absent = [name for name in names if name not in present]
+    if absent:
+        raise missing_error(list_file, absent, str(image_dir))
+    return names
 
 
 def load_split(root: str | os.PathLike, split: Literal["train", "test"], check_images: bool = True) -> DeepFashionSplit:
@@ -165,7 +183,7 @@ def load_split(root: str | os.PathLike, split: Literal["train", "test"], check_i
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"DeepFashion root {root} is not a folder; pass the folder holding {split}_highres/ and the CSVs")
-    image_dir = _find_image_dir(root, split)
+    image_dir = find_image_dir(root, split)
     pairs_file = find_annotation_file(root, "pairs", split)
     annotation_file = find_annotation_file(root, "annotation", split)
     annotations = read_annotations(annotation_file)

@@ -95,6 +95,19 @@ def complete_skeleton(keypoints: np.ndarray, size_hw: tuple[int, int]) -> Skelet
     return Skeleton(points * scale, unit * float(np.sqrt(scale.prod())), down_image, np.array([-down_image[1], down_image[0]]), front)
 
 
+def head_axis(skeleton: Skeleton) -> tuple[np.ndarray, np.ndarray]:
+    """Head direction and centre: from the nose when seen, else from the ears, else straight up from the neck."""
+    p, u = skeleton.points, skeleton.unit
+    neck, nose, ears = p[1], p[0], p[[16, 17]]
+    if skeleton.front and not np.isnan(nose[0]):
+        up = _unit(nose - neck)
+        return up, nose + 1.5 * u * up
+    if not np.isnan(ears[:, 0]).any():
+        up = _unit(ears.mean(axis=0) - neck)
+        return up, ears.mean(axis=0) + 1.0 * u * up
+    return -skeleton.down, neck - 20.5 * u * skeleton.down
+
+
 class _Painter:
     """Paints one identity on one skeleton into a Canvas, back to front."""
 
@@ -104,7 +117,7 @@ class _Painter:
         self.mid_hip = (self.p[8] + self.p[11]) / 2
         self.women = identity.gender == "WOMEN"
         self.hair_id = self.part("hair", HAIR, identity.hair_rgb)
-        self.head_up, self.head_center = self._head_axis()
+        self.head_up, self.head_center = head_axis(skeleton)
 
     def part(self, name: str, label: int, rgb, garment: int | None = None) -> int:
         """Register a new piece on the canvas and return its part id."""
@@ -116,17 +129,6 @@ class _Painter:
             if garment.kind == kind:
                 return self.part(name, GARMENT_LABELS[kind], garment.rgb, index)
         return None
-
-    def _head_axis(self) -> tuple[np.ndarray, np.ndarray]:
-        """Head direction and centre: from the nose when seen, else from the ears, else straight up from the neck."""
-        neck, nose, ears = self.p[1], self.p[0], self.p[[16, 17]]
-        if self.skeleton.front and not np.isnan(nose[0]):
-            up = _unit(nose - neck)
-            return up, nose + 1.5 * self.u * up
-        if not np.isnan(ears[:, 0]).any():
-            up = _unit(ears.mean(axis=0) - neck)
-            return up, ears.mean(axis=0) + 1.0 * self.u * up
-        return -self.down, neck - 20.5 * self.u * self.down
 
     def paint(self) -> None:
         """Back to front: hair behind, legs, bottoms, shoes, neck, torso, arms and sleeves, head."""

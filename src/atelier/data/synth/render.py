@@ -52,7 +52,7 @@ def _pattern_weight(kind: str, along: np.ndarray, across: np.ndarray, period: fl
     return np.zeros_like(along, dtype=np.float32)
 
 
-def _base_colours(canvas: Canvas, identity: Identity, skeleton: Skeleton | None) -> np.ndarray:
+def base_colours(canvas: Canvas, identity: Identity, skeleton: Skeleton | None) -> np.ndarray:
     """Per-pixel colour float32 (H, W, 3): each part's colour, with garment patterns laid out along the body axes."""
     table = np.array([part.rgb for part in canvas.parts], dtype=np.float32)
     colours = canvas.lookup(table)
@@ -115,6 +115,19 @@ def _illustration(colours: np.ndarray, canvas: Canvas, background: np.ndarray, u
     return Image.fromarray(np.clip(image + 0.5, 0, 255).astype(np.uint8))
 
 
+def layout(identity: Identity, keypoints, size: tuple[int, int]) -> tuple[Canvas, Skeleton | None]:
+    """The painted part map of `identity` in the pose of 18 frame keypoints (y, x; -1 missing) at size (W, H), and the
+    completed skeleton (None, and an empty canvas, when the torso is unknown)."""
+    width, height = size
+    canvas = Canvas(height, width)
+    skeleton = complete_skeleton(validate_keypoints(keypoints, "render keypoints"), (height, width))
+    if skeleton is None:
+        logger.debug("render: neck and shoulders missing; drawing the background only")
+    else:
+        paint_figure(canvas, identity, skeleton)
+    return canvas, skeleton
+
+
 def render(
     identity: Identity, keypoints, size: tuple[int, int], rendition: Rendition = "photo", seed: int = 0
 ) -> RenderResult:
@@ -122,16 +135,11 @@ def render(
     keypoints = validate_keypoints(keypoints, "render keypoints")
     if rendition not in ("photo", "illustration"):
         raise UserError(f"rendition: expected 'photo' or 'illustration'; got {rendition!r}")
-    width, height = size
-    canvas = Canvas(height, width)
-    skeleton = complete_skeleton(keypoints, (height, width))
-    if skeleton is None:
-        logger.debug("render: neck and shoulders missing; drawing the background only")
-    else:
-        paint_figure(canvas, identity, skeleton)
+    canvas, skeleton = layout(identity, keypoints, size)
+    height = size[1]
     labels = np.array([part.label for part in canvas.parts], dtype=np.uint8)
     parse = canvas.lookup(labels)
-    colours = _base_colours(canvas, identity, skeleton)
+    colours = base_colours(canvas, identity, skeleton)
     background = np.array(identity.background_rgb, dtype=np.float32)
     unit = skeleton.unit if skeleton is not None else height / 256
     finish = _photo if rendition == "photo" else _illustration

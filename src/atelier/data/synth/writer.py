@@ -4,6 +4,11 @@
     out/style/         photo/ and illustration/ (same names, metadata.jsonl + .txt sidecars), train.lst, test.lst
     out/labels/        parse/<stem>.png (0 background, 1 hair, 2 face, 3 skin, 4 top, 5 bottom, 6 dress, 7 shoes),
                        garment_mask/<stem>.png (255 on every garment pixel: labels 4-6), attributes.jsonl
+    with conditions (MCLD's, atelier.data.synth.conditions):
+    out/deepfashion/   {train,test}_densepose/<stem>.png (the IUV truth), {train,test}_texture/<stem>.png (the
+                       identity's true atlas as a 512x512 SMPL texture), {train,test}_face/<stem>.npy (the identity
+                       embedding, 14 floats; zeros for a back view)
+    out/labels/        texture_atlas/id_<8 digits>.png (the true 1200x800 atlas; alpha 255 on covered texels)
     out/fashionsynth.json
 
 Every identity draws from its own generator seeded by (seed, identity number), so files do not depend on the order
@@ -62,13 +67,47 @@ def _encode(image: Image.Image, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def _render_identity(job: tuple[int, int, int, tuple[int, int], str, str]) -> list[dict]:
-    """Render and write every pose of one identity; return one attribute record per image."""
-    number, seed, poses, size, split, out = job
+def _npy(array: np.ndarray) -> bytes:
+    """The .npy file of an array."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _identity_texture(identity, out_dir: Path) -> bytes:
+    """Write the identity's true atlas (RGBA, alpha 255 on the texels the canonical renders cover) under
+    labels/texture_atlas/ and return its SMPL texture (gaps filled from the nearest covered texel) as PNG bytes."""
+    from atelier.data.synth.conditions import fill_nearest, identity_atlas
+    from atelier.data.uv_texture import atlas_to_smpl
+
+    atlas, known = identity_atlas(identity)
+    rgba = np.dstack([atlas, known.astype(np.uint8) * 255])
+    write_bytes(out_dir / "labels" / "texture_atlas" / f"id_{identity.number:08d}.png", _encode(Image.fromarray(rgba, "RGBA"), "PNG"))
+    return _encode(Image.fromarray(atlas_to_smpl(fill_nearest(atlas, known))), "PNG")
+
+
+def _write_conditions(identity, keypoints: np.ndarray, view: str, size: tuple[int, int], texture: bytes, root: Path,
+                      split: str, stem: str) -> None:
+    """Write one photo's MCLD conditions in the DeepFashion folder `root`: its IUV truth, its identity's SMPL texture
+    and its identity embedding (zeros for a back view, which shows no face)."""
+    from atelier.data.densepose import iuv_array
+    from atelier.data.synth.conditions import EMBEDDING_SIZE, identity_embedding, render_iuv
+
+    iuv = iuv_array(*render_iuv(identity, keypoints, size))
+    write_bytes(root / f"{split}_densepose" / f"{stem}.png", _encode(Image.fromarray(iuv, "RGB"), "PNG"))
+    write_bytes(root / f"{split}_texture" / f"{stem}.png", texture)
+    face = identity_embedding(identity) if view == "front" else np.zeros(EMBEDDING_SIZE, np.float32)
+    write_bytes(root / f"{split}_face" / f"{stem}.npy", _npy(face))
+
+
+def _render_identity(job: tuple[int, int, int, tuple[int, int], str, str, bool]) -> list[dict]:
+    """Render and write every pose of one identity (and with `conditions`, MCLD's); one attribute record per image."""
+    number, seed, poses, size, split, out, conditions = job
     out_dir = Path(out)
     rng = np.random.default_rng([seed, number])
     identity = sample_identity(rng, number)
     text = caption(identity)
+    texture = _identity_texture(identity, out_dir) if conditions else b""
     records = []
     for index in range(1, poses + 1):
         pose = sample_pose(rng, identity)
@@ -87,6 +126,8 @@ def _render_identity(job: tuple[int, int, int, tuple[int, int], str, str]) -> li
         write_bytes(out_dir / "labels" / "parse" / f"{stem}.png", _encode(Image.fromarray(photo.parse), "PNG"))
         mask = Image.fromarray(photo.garment_mask.astype(np.uint8) * 255)
         write_bytes(out_dir / "labels" / "garment_mask" / f"{stem}.png", _encode(mask, "PNG"))
+        if conditions:
+            _write_conditions(identity, pose.keypoints, pose.view, size, texture, out_dir / "deepfashion", split, stem)
         records.append({
             "name": name, "identity": number, "split": split, "pose_index": index, "view": pose.view, "caption": text,
             "keypoints_y": pose.keypoints[:, 0].tolist(), "keypoints_x": pose.keypoints[:, 1].tolist(),
@@ -175,17 +216,24 @@ def synthesize(
     test_fraction: float = 0.2,
     overwrite: bool = False,
     workers: int | None = None,
+    conditions: bool = False,
 ) -> SynthSummary:
-    """Write a FashionSynth dataset (DeepFashion layout, photo/illustration style folders, labels) under `out`."""
+    """Write a FashionSynth dataset (DeepFashion layout, photo/illustration style folders, labels) under `out`; with
+    `conditions`, also MCLD's conditions beside the DeepFashion images (see atelier.data.synth.conditions)."""
     started = time.perf_counter()
     size = (int(size[0]), int(size[1]))
     n_test = _check_arguments(identities, poses_per_identity, size, test_fraction)
+    if conditions:  # the packages they need, before anything is written (and the SMPL table built once, before forking)
+        from atelier.data.uv_texture import check_installed
+
+        check_installed(opencv=False)
     out = prepare_out_dir(out, overwrite, "--overwrite")
     clear_owned(out, OWNED)  # a rerun must not leave images of an earlier, larger run behind
     test_ids = set(held_out_identities(identities, seed, n_test))
     splits = {number: "test" if number in test_ids else "train" for number in range(1, identities + 1)}
     workers = workers or default_workers(identities)
-    jobs = [(number, seed, poses_per_identity, size, splits[number], str(out)) for number in range(1, identities + 1)]
+    jobs = [(number, seed, poses_per_identity, size, splits[number], str(out), conditions)
+            for number in range(1, identities + 1)]
     records = _render_all(jobs, workers)
     by_split = {split: [r for r in records if r["split"] == split] for split in SPLITS}
     pairs = {split: _write_split_files(out, split, by_split[split], poses_per_identity) for split in SPLITS}
@@ -198,11 +246,11 @@ def synthesize(
         "images": {split: len(by_split[split]) for split in SPLITS},
         "pairs": pairs,
     }
+    arguments = {"identities": identities, "poses_per_identity": poses_per_identity, "size": list(size), "seed": seed,
+                 "test_fraction": test_fraction, **({"conditions": True} if conditions else {})}
     write_json(out / "fashionsynth.json", {
         "generator": "atelier FashionSynth", "version": FASHIONSYNTH_VERSION, "atelier_version": __version__,
-        "arguments": {"identities": identities, "poses_per_identity": poses_per_identity, "size": list(size),
-                      "seed": seed, "test_fraction": test_fraction},
-        "counts": counts,
+        "arguments": arguments, "counts": counts,
     })  # fmt: skip
     seconds = time.perf_counter() - started
     logger.info("FashionSynth: %d images in %.1f s under %s", len(records), seconds, out)
