@@ -13,11 +13,11 @@ from safetensors.torch import load_file
 from atelier.cli import main
 from atelier.config import read_yaml
 from atelier.diffusion.speed import SpeedConfig
-from atelier.metrics.matching import match_files, read_pairs
 from atelier.methods.cfld.sample import output_name
 from atelier.methods.mcld.model import load_mcld_model
 from atelier.methods.mcld.sample import transfer_pairs
 from atelier.methods.mcld.train import MCLDConfig
+from atelier.metrics.matching import match_files, read_pairs
 from atelier.registry import build_task, load_config
 from atelier.training.loop import train
 

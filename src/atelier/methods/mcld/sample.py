@@ -4,7 +4,7 @@ As MCLD's release samples: the reference UNet runs once per image on the texture
 20 steps, eta 0, on the trained scheduler's config (v-prediction, zero terminal SNR, trailing spacing); classifier-free
 guidance 3.5 between the conditioned branch and MCLDNet's unconditional one (every condition zeroed, no reference
 features; the pose guider keeps the target's IUV unless `uncond_keeps_pose` is false), one UNet call per branch.
-Each pair draws its noise from its own seed. Outputs are named as CFLD's (`cfld.sample.output_name`), so
+Each pair draws its noise from its own seed. Outputs are named as CFLD's (`data.pairs.output_name`, which `cfld.sample.output_name` re-exports), so
 `atelier evaluate --protocol cfld` matches them.
 """
 
@@ -16,6 +16,7 @@ from typing import Iterator
 import torch
 from PIL import Image
 
+from atelier.data.pairs import output_name
 from atelier.diffusion.encode import encode_images
 from atelier.diffusion.sampling import (
     Seeds,
@@ -27,7 +28,6 @@ from atelier.diffusion.sampling import (
     make_scheduler,
     randn_per_image,
 )
-from atelier.methods.cfld.sample import output_name
 from atelier.methods.mcld.model import MCLDModel, check_sizes
 from atelier.utils.images import tensor_to_pil
 
