@@ -119,6 +119,16 @@ def mcld_split_run(tmp: Path, missing: str) -> list[str]:
             "--out", str(tmp / "out")]
 
 
+def mcld_face(tmp: Path, values: list[float]) -> Callable[[], object]:
+    """Reading a face embedding .npy holding `values` for a model expecting FashionSynth's 14 floats."""
+    import numpy as np
+
+    from atelier.methods.mcld.data import read_face
+
+    np.save(tmp / "p0.npy", np.array(values))
+    return lambda: read_face(tmp / "p0.npy", 14)
+
+
 def annotation_row(ys, xs) -> bytes:
     return f"name:keypoints_y:keypoints_x\np0.jpg:{json.dumps(ys)}:{json.dumps(xs)}\np1.jpg:{json.dumps(YS)}:{json.dumps(XS)}\n".encode()
 
@@ -470,6 +480,7 @@ CASES = [
     row("test-set-list-not-utf8", cli(split_run, listing=LATIN1), r"test\.lst, line 1: the list file .*not UTF-8"),
     row("test-set-limit-0", cli(split_run, "--limit", "0"), r"--limit 0: expected a positive integer"),
     # pose-transfer --method mcld: the conditions beside the images (pairs p0 -> p1)
+    row("mcld-face-embedding-of-another-width", reader(mcld_face, [0.5] * 7), r"p0\.npy: face embedding of shape \(7,\) and type float64; this model expects 14 floats"),
     row("mcld-target-iuv-missing", cli(mcld_split_run, "test_densepose/p1.png"), r"test_densepose/p1\.png: the DensePose IUV image of the target not found; run `atelier prepare-conditions` .*`atelier synth --conditions`"),
     row("mcld-source-texture-missing", cli(mcld_split_run, "test_texture/p0.png"), r"test_texture/p0\.png: the UV texture map of the source not found; run `atelier prepare-conditions`"),
     row("mcld-checkpoint-is-not-an-mcld-run", cli(mcld_split_run, "test_densepose/p0.png"), r"--checkpoint .*no-model: expected an MCLD training run"),

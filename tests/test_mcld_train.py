@@ -106,6 +106,16 @@ def test_the_saved_folder_reloads_to_identical_images(mcld_root, tiny_model_dir,
     assert list(other[0].getdata()) != list(after[0].getdata())  # guidance runs the unconditional branch
 
 
+def test_the_fast_path_keeps_mclds_processors(trained_run):
+    from atelier.methods.mcld.attention import MultiFocalCrossAttnProcessor
+    from atelier.methods.mcld.reference import ReferenceSelfAttnProcessor, transformer_blocks
+
+    model = load_mcld_model(trained_run, device="cpu", speed=SpeedConfig(fuse_qkv=True, sdpa=True))
+    for block in transformer_blocks(model.net.unet):
+        assert isinstance(block.block.attn1.processor, ReferenceSelfAttnProcessor)
+        assert isinstance(block.block.attn2.processor, MultiFocalCrossAttnProcessor)
+
+
 def test_the_face_region_weight_acts_only_where_the_face_parts_are(mcld_root, tiny_model_dir):
     cfg = load_config(CONFIG, _overrides(mcld_root, tiny_model_dir))
     task = build_task(cfg)
