@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from atelier.cli import main
 from atelier.config import read_yaml
 from atelier.diffusion.speed import SpeedConfig
+from atelier.errors import UserError
 from atelier.methods.cfld.sample import output_name
 from atelier.methods.mcld.model import load_mcld_model
 from atelier.methods.mcld.sample import transfer_pairs
@@ -60,6 +61,8 @@ def test_the_paper_recipe_is_the_default():
     assert cfg.data.image_size == (512, 512) and (cfg.sample.steps, cfg.sample.guidance_scale) == (20, 3.5)
     tiny = load_config(CONFIG)  # the tiny config keeps the paper's loss and schedule
     assert tiny.schedule == cfg.schedule and tiny.loss == cfg.loss and tiny.condition_dropout == 0.1
+    with pytest.raises(UserError, match="v_prediction"):
+        build_task(load_config(CONFIG, ["schedule.prediction_type=epsilon", "data.root=anywhere"]))
     paper = load_config(CONFIG.with_name("mcld.yaml"))
     assert paper.schedule == cfg.schedule and paper.loss == cfg.loss and paper.train.lr == 1e-5
 

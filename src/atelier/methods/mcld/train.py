@@ -149,6 +149,10 @@ class MCLDTask(TaskBase):
                             "(e.g. FashionSynth's deepfashion/ written with `atelier synth --conditions`)")
         if not 0.0 <= cfg.condition_dropout < 1.0:
             raise UserError(f"condition_dropout {cfg.condition_dropout}: expected a share in [0, 1)")
+        if cfg.schedule.rescale_betas_zero_snr and cfg.schedule.prediction_type == "epsilon" and cfg.loss.min_snr_gamma:
+            raise UserError("schedule.rescale_betas_zero_snr with prediction_type epsilon: the last timestep has SNR 0, "
+                            "where min-SNR weighting divides by zero and noise is all an epsilon model can predict; use "
+                            "v_prediction (MCLD's), or turn rescale_betas_zero_snr off")
         if cfg.face_loss_weight < 0:
             raise UserError(f"face_loss_weight {cfg.face_loss_weight}: expected a number >= 0")
         super().__init__(cfg, components, device, frozen=("vae", "text_encoder"), on_device=("vae",))
