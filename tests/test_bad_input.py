@@ -106,6 +106,29 @@ def split_run(tmp: Path, *extra: str, **files: bytes) -> list[str]:
             "--out", str(tmp / "out"), *extra]
 
 
+def mcld_split_run(tmp: Path, missing: str) -> list[str]:
+    """pose-transfer --method mcld on the tiny test split with MCLD's conditions, but `missing` (a path under the root)
+    deleted: refused before the checkpoint (which does not exist) is read."""
+    root = deepfashion(tmp)
+    for stem in ("p0", "p1"):
+        for kind in ("densepose", "texture"):
+            (root / f"test_{kind}").mkdir(exist_ok=True)
+            Image.new("RGB", (16, 16)).save(root / f"test_{kind}" / f"{stem}.png")
+    (root / missing).unlink()
+    return ["pose-transfer", "--method", "mcld", "--checkpoint", str(tmp / "no-model"), "--test-set", str(root),
+            "--out", str(tmp / "out")]
+
+
+def mcld_face(tmp: Path, values: list[float]) -> Callable[[], object]:
+    """Reading a face embedding .npy holding `values` for a model expecting FashionSynth's 14 floats."""
+    import numpy as np
+
+    from atelier.methods.mcld.data import read_face
+
+    np.save(tmp / "p0.npy", np.array(values))
+    return lambda: read_face(tmp / "p0.npy", 14)
+
+
 def annotation_row(ys, xs) -> bytes:
     return f"name:keypoints_y:keypoints_x\np0.jpg:{json.dumps(ys)}:{json.dumps(xs)}\np1.jpg:{json.dumps(YS)}:{json.dumps(XS)}\n".encode()
 
@@ -456,6 +479,11 @@ CASES = [
     row("test-set-list-names-missing-images", cli(split_run, listing=b"p0.jpg\np1.jpg\nghost.jpg\n"), r"test\.lst: 1 listed images are missing from .*test_highres: ghost\.jpg"),
     row("test-set-list-not-utf8", cli(split_run, listing=LATIN1), r"test\.lst, line 1: the list file .*not UTF-8"),
     row("test-set-limit-0", cli(split_run, "--limit", "0"), r"--limit 0: expected a positive integer"),
+    # pose-transfer --method mcld: the conditions beside the images (pairs p0 -> p1)
+    row("mcld-face-embedding-of-another-width", reader(mcld_face, [0.5] * 7), r"p0\.npy: face embedding of shape \(7,\) and type float64; this model expects 14 floats"),
+    row("mcld-target-iuv-missing", cli(mcld_split_run, "test_densepose/p1.png"), r"test_densepose/p1\.png: the DensePose IUV image of the target not found; run `atelier prepare-conditions` .*`atelier synth --conditions`"),
+    row("mcld-source-texture-missing", cli(mcld_split_run, "test_texture/p0.png"), r"test_texture/p0\.png: the UV texture map of the source not found; run `atelier prepare-conditions`"),
+    row("mcld-checkpoint-is-not-an-mcld-run", cli(mcld_split_run, "test_densepose/p0.png"), r"--checkpoint .*no-model: expected an MCLD training run"),
     # prepare-tryon: missing inputs, all named in one error before any work
     row("prepare-no-parse-source", cli(prepare, parse=None), r"missing inputs: no parse map for person p0: pass --parse DIR with p0\.png, --parser-model FILE\.onnx, or --masks DIR"),
     row("prepare-no-parse-no-keypoints", cli(prepare, parse=None, keypoints=None), r"no parse map for person p0: .*; no keypoints for person p0: pass --keypoints DIR with p0_keypoints\.json"),

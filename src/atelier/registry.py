@@ -13,6 +13,7 @@ from typing import Any
 from atelier.config import apply_overrides, from_dict, read_yaml
 from atelier.errors import UserError
 from atelier.methods.cfld.train import PoseConfig, PoseTask
+from atelier.methods.mcld.train import MCLDConfig, MCLDTask
 from atelier.methods.style.train import StyleLoraConfig, StyleLoraTask
 from atelier.methods.style.train_adapter import ImageAdapterConfig, ImageAdapterTask
 from atelier.methods.tryon.train import TryOnConfig, TryOnTask
@@ -28,6 +29,7 @@ TASKS: dict[str, tuple[type, type]] = {
     "style-lora": (StyleLoraConfig, StyleLoraTask),
     "image-adapter": (ImageAdapterConfig, ImageAdapterTask),
     "pose": (PoseConfig, PoseTask),
+    "mcld": (MCLDConfig, MCLDTask),
     "dual-lora": (DualLoraConfig, DualLoraTask),
     "retrieval": (RetrievalConfig, RetrievalTask),
     "tryon": (TryOnConfig, TryOnTask),

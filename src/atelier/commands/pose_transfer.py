@@ -1,4 +1,5 @@
-"""`atelier pose-transfer`: redraw a person in another pose with a CFLD model (one image, or a whole test split)."""
+"""`atelier pose-transfer`: redraw a person in another pose with a CFLD model (the default) or an MCLD model
+(`--method mcld`), one image or a whole test split."""
 
 from __future__ import annotations
 
@@ -33,12 +34,19 @@ OUT holds only outputs) and OUT/settings.json.
 --seed N: pair i of the test split's pair list uses N+i (the --source pair uses N), so an output does not depend on
 --batch-size, on --limit or on resuming.
 --checkpoint: a `pose` training run (RUN or RUN/final) or CFLD's release folder (pytorch_model.bin +
-pytorch_model_1.bin, with --base = a Stable Diffusion 1.5 folder)."""
+pytorch_model_1.bin, with --base = a Stable Diffusion 1.5 folder).
+--method mcld: --checkpoint is an `mcld` training run; the target's pose is its DensePose IUV and the source's
+appearance its UV texture (and face embedding), read beside the images in MCLD's layout (<split>_densepose/<name>.png,
+<split>_texture/<name>.png, <split>_face/<name>.npy: `atelier prepare-conditions`, or `atelier synth --conditions`);
+--target-pose is then the target IMAGE of such a folder. MCLD samples with DDIM (--scheduler, --pose-scale and
+--full-scale are CFLD's), 20 steps and --guidance-scale 3.5 by default, as the paper.
+  atelier pose-transfer --method mcld --checkpoint runs/mcld --test-set data/deepfashion --out out/mcld"""
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("pose-transfer", help="pose-guided person image synthesis with a CFLD model",
+    parser = subparsers.add_parser("pose-transfer", help="pose-guided person image synthesis with a CFLD or MCLD model",
                                    epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", choices=["cfld", "mcld"], default="cfld", help="the model's method (default cfld)")
     parser.add_argument("--checkpoint", required=True, metavar="DIR", help="pose training run, or CFLD's release folder")
     parser.add_argument("--base", metavar="SD", help="Stable Diffusion 1.5 folder (only with CFLD's release checkpoint)")
     parser.add_argument("--source", metavar="IMG", help="the person to redraw")
@@ -47,7 +55,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--test-set", metavar="DIR", help="DeepFashion/Market-1501 folder: transfer every pair of a split")
     parser.add_argument("--split", default="test", choices=["test", "train"], help="split of --test-set (default test)")
     parser.add_argument("--limit", type=int, metavar="N", help="only the first N pairs of --test-set")
-    parser.add_argument("--steps", type=int, default=50, metavar="N", help="sampling steps (default 50, as CFLD)")
+    parser.add_argument("--steps", type=int, metavar="N", help="sampling steps (default 50 for CFLD, 20 for MCLD, as the papers)")
+    parser.add_argument("--guidance-scale", type=float, default=3.5, metavar="S", help="MCLD's classifier-free guidance (default 3.5)")
     add_scheduler_argument(parser, default="ddpm", why=", as CFLD")
     parser.add_argument("--pose-scale", type=float, default=2.0, metavar="S", help="guidance of the pose branch over unconditional (default 2)")
     parser.add_argument("--full-scale", type=float, default=2.0, metavar="S", help="guidance of the full branch over the pose branch (default 2)")
@@ -67,7 +76,11 @@ def _check_arguments(args: argparse.Namespace) -> None:
     if not args.test_set and not (args.source and args.target_pose):
         raise UserError("--source and --target-pose go together: the person to redraw and the pose to draw them in")
     require_positive({"--batch-size": args.batch_size, "--steps": args.steps, "--limit": args.limit})
-    check_numbers(args, ["pose_scale", "full_scale"])
+    check_numbers(args, ["pose_scale", "full_scale", "guidance_scale"])
+    if args.method == "mcld" and args.base:
+        raise UserError("--base is for CFLD's released checkpoint; an MCLD run folder holds its whole model")
+    if args.steps is None:
+        args.steps = 20 if args.method == "mcld" else 50
 
 
 def _plan_single(args: argparse.Namespace, started: float) -> tuple[FolderJob, np.ndarray]:
@@ -136,16 +149,93 @@ def _draw_test_set(args: argparse.Namespace, model, job: FolderJob, split) -> No
           f"--pairs {split.pairs_file} --real {real}")
 
 
+def _check_conditions(image_dir: Path, pairs: list[tuple[str, str]]) -> None:
+    """Every pair's source texture and target IUV exist (MCLD's layout): else a UserError naming the first missing."""
+    from atelier.errors import UserError
+    from atelier.methods.mcld.data import MAKE_THEM, condition_paths
+
+    for source, target in pairs:
+        for path, what in ((condition_paths(image_dir / source)["texture"], "the UV texture map of the source"),
+                           (condition_paths(image_dir / target)["densepose"], "the DensePose IUV image of the target")):
+            if not path.is_file():
+                raise UserError(f"{path}: {what} not found; {MAKE_THEM}")
+
+
+def _plan_single_mcld(args: argparse.Namespace, started: float):
+    """MCLD: --source and --target-pose are images of a DeepFashion-layout folder with MCLD's conditions beside."""
+    from atelier.data.transforms import open_rgb
+    from atelier.methods.mcld.model import read_model_config
+    from atelier.methods.mcld.sample import output_name
+
+    source, target = Path(args.source), Path(args.target_pose)
+    open_rgb(source)  # missing or unreadable: refused now, naming the file
+    if source.parent != target.parent:
+        from atelier.errors import UserError
+
+        raise UserError(f"--method mcld: --source {source} and --target-pose {target} must be images of one folder "
+                        "(<split>_highres/ of a DeepFashion-layout root), whose conditions lie beside it")
+    _check_conditions(source.parent, [(source.name, target.name)])
+    read_model_config(args.checkpoint)  # not an MCLD run: refused before the load
+    job = plan([(source, args.out / output_name(source, target))], args.out, args.seed, args.overwrite, started)
+    return job, (source.parent, [(source.name, target.name)])
+
+
+def _draw_single_mcld(args: argparse.Namespace, model, job: FolderJob, data) -> None:
+    from atelier.methods.mcld.sample import transfer_pairs
+    from atelier.utils.images import tensor_to_pil
+
+    image_dir, pairs = data
+    for task in job.todo:
+        (item,), (image,) = next(transfer_pairs(model, image_dir, pairs, [0], 1, task.seed, steps=args.steps,
+                                                guidance_scale=args.guidance_scale))
+        job.save(task, image, [tensor_to_pil(item[0]), tensor_to_pil(item[2] * 2 - 1), image])
+
+
+def _plan_test_set_mcld(args: argparse.Namespace, started: float):
+    job, split = _plan_test_set(args, started)
+    pairs = split.pairs[: args.limit] if args.limit else split.pairs
+    _check_conditions(split.image_dir, pairs)
+    from atelier.methods.mcld.model import read_model_config
+
+    read_model_config(args.checkpoint)
+    return job, split
+
+
+def _draw_test_set_mcld(args: argparse.Namespace, model, job: FolderJob, split) -> None:
+    """Draw the pairs whose output does not exist yet; pair i uses seed --seed + i."""
+    from atelier.methods.mcld.sample import transfer_pairs
+    from atelier.utils.images import tensor_to_pil
+
+    pairs = split.pairs[: args.limit] if args.limit else split.pairs
+    drawn = transfer_pairs(model, split.image_dir, pairs, [task.index for task in job.todo], args.batch_size,
+                           seed=args.seed, steps=args.steps, guidance_scale=args.guidance_scale)
+    for tasks, (items, images) in zip(job.batches(args.batch_size, desc="pose-transfer"), drawn):
+        for task, item, image in zip(tasks, items, images):
+            job.save(task, image, [tensor_to_pil(item[0]), tensor_to_pil(item[2] * 2 - 1), image, tensor_to_pil(item[4])])
+    real = split.image_dir.with_name(split.image_dir.name.replace(args.split, "train", 1))
+    print(f"score them: atelier evaluate --protocol cfld --generated {args.out} --ground-truth {split.image_dir} "
+          f"--pairs {split.pairs_file} --real {real}")
+
+
 def run(args: argparse.Namespace) -> int:
     from atelier.methods.cfld.model import load_pose_model
+    from atelier.methods.mcld.model import load_mcld_model
     from atelier.utils.kept import kept
 
     _check_arguments(args)
     started = time.time()
-    job, data = (_plan_test_set if args.test_set else _plan_single)(args, started)
+    mcld = args.method == "mcld"
+    plans = {(False, False): _plan_single, (False, True): _plan_test_set, (True, False): _plan_single_mcld,
+             (True, True): _plan_test_set_mcld}
+    draws = {(False, False): _draw_single, (False, True): _draw_test_set, (True, False): _draw_single_mcld,
+             (True, True): _draw_test_set_mcld}
+    job, data = plans[mcld, bool(args.test_set)](args, started)
     speed = speed_from_args(args, many=bool(args.test_set))
-    model = kept(load_pose_model, args.checkpoint, args.base, speed=speed)
-    (_draw_test_set if args.test_set else _draw_single)(args, model, job, data)
+    if mcld:
+        model = kept(load_mcld_model, args.checkpoint, speed=speed)
+    else:
+        model = kept(load_pose_model, args.checkpoint, args.base, speed=speed)
+    draws[mcld, bool(args.test_set)](args, model, job, data)
     height, width = model.config.image_size
     job.finish(args, {"image_size": [height, width], "speed": asdict(speed)}, grid_name="preview/grid.png",
                cell=(max(width, 88), max(height, 128)))

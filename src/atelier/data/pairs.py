@@ -220,6 +220,12 @@ class PosePairs:
         )
 
 
+def output_name(source: str, target: str) -> str:
+    """`<source stem>_2_<target stem>.png`: the MCLD/CFLD release naming that `atelier evaluate` matches (both
+    pose-transfer methods name their outputs so)."""
+    return f"{Path(source).stem}_2_{Path(target).stem}.png"
+
+
 def stack_pairs(items: list[PosePair]) -> PosePair:
     """Stack examples into one batch (names become lists, tensors gain a batch dimension)."""
     return PosePair(

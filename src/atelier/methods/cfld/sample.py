@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
 from PIL import Image
 
+from atelier.data.pairs import output_name  # noqa: F401  (re-exported: CFLD's and MCLD's outputs share it)
 from atelier.diffusion.sampling import (
     SchedulerName,
     Seeds,
@@ -105,11 +105,6 @@ def transfer(model: PoseModel, appearance: torch.Tensor, target_pose: torch.Tens
     # 6. decode
     images = decode_latents(model.vae, latents)
     return PoseTransferOutput([tensor_to_pil(image) for image in images], latents)
-
-
-def output_name(source: str, target: str) -> str:
-    """`<source stem>_2_<target stem>.png`: the MCLD/CFLD release naming that `atelier evaluate` matches."""
-    return f"{Path(source).stem}_2_{Path(target).stem}.png"
 
 
 def transfer_pairs(model: PoseModel, pairs, indices: list[int], batch_size: int = 8, seed: int = 0,
