@@ -71,7 +71,7 @@ def garment_predictor(model: TryOnModel, cond: Conditions, context: torch.Tensor
     """predict_noise(latents, t) for `denoise`: the garment features computed once when they do not depend on the
     step, classifier-free guidance over the text when `uncond` is given and the scale is not 1, and guidance over the
     garment when `garment_guidance` is not 1: eps = eps_without + g (eps_with - eps_without), "without" being the
-    network with its zero cross-attention skipped (the base UNet's reading of the same input)."""
+    network given no garment (zero cross-attention skipped, or no reference tokens: what garment dropout trains)."""
     net = model.net
     dtype = next(net.unet.parameters()).dtype
     guided = uncond is not None and guidance_scale != 1.0

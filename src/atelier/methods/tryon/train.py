@@ -75,7 +75,7 @@ class TryOnConfig:
     caption_dropout: float = 0.2
     garment_dropout: float = 0.0  # share of examples trained without the garment (StableVITON: 0); > 0 makes the
     # garment guidance of sampling (--garment-guidance) contrast the network with and without the garment it learned
-    new_parts_lr_scale: float = 1.0  # learning rate of the garment encoder's new input and the zero cross-attention, x train.lr
+    new_parts_lr_scale: float = 1.0  # learning rate of NEW_PARTS (zero cross-attention, hint and input convs), x train.lr
     mask_loss_weight: float = 1.0  # loss weight of the latent cells inside the mask (outside: 1; StableVITON: 1)
     train: TrainConfig = field(default_factory=paper_train_config)
     loss: DiffusionLossConfig = field(default_factory=DiffusionLossConfig)
@@ -180,8 +180,8 @@ class TryOnTask(TaskBase):
         return {name: p for name, p in self.net.named_parameters() if p.requires_grad}
 
     def parameter_groups(self) -> list[dict]:
-        """The new parts (zero cross-attention, the garment encoder's new input convolution) at `new_parts_lr_scale`
-        times the rate, the rest at the rate."""
+        """NEW_PARTS (zero cross-attention, the hint and the widened input convolutions) at `new_parts_lr_scale` times
+        the rate, the rest at the rate."""
         new = [p for name, p in self.trainable_state_dict().items() if name.startswith(NEW_PARTS)]
         ids = {id(p) for p in new}
         return [{"params": [p for p in self.trainable_parameters() if id(p) not in ids], "lr_scale": 1.0},
