@@ -505,6 +505,9 @@ CASES = [
     # edit: MCLD's conditions taken from other people
     row("edit-without-a-donor", cli(mcld_edit), r"atelier edit needs at least one of --clothes-from, --face-from, --pose-from"),
     row("edit-donor-texture-missing", cli(mcld_edit, "--clothes-from", missing="test_texture/p1.png"), r"test_texture/p1\.png: the UV texture map of the --clothes-from person not found; run `atelier prepare-conditions`"),
+    row("edit-pose-donor-iuv-missing", cli(mcld_edit, "--pose-from", missing="test_densepose/p1.png"), r"test_densepose/p1\.png: the DensePose IUV image of the --pose-from person not found; run `atelier prepare-conditions`"),
+    row("edit-face-donor-without-face-file", cli(mcld_edit, "--face-from"), r"test_face/p1\.npy: the face embedding of the --face-from person not found \(none is written when no face was found\)"),
+    row("edit-donor-image-missing", cli(mcld_edit, "--clothes-from", missing="test_highres/p1.jpg"), r"image .*p1\.jpg not found"),
     # prepare-tryon: missing inputs, all named in one error before any work
     row("prepare-no-parse-source", cli(prepare, parse=None), r"missing inputs: no parse map for person p0: pass --parse DIR with p0\.png, --parser-model FILE\.onnx, or --masks DIR"),
     row("prepare-no-parse-no-keypoints", cli(prepare, parse=None, keypoints=None), r"no parse map for person p0: .*; no keypoints for person p0: pass --keypoints DIR with p0_keypoints\.json"),
