@@ -106,16 +106,34 @@ def split_run(tmp: Path, *extra: str, **files: bytes) -> list[str]:
             "--out", str(tmp / "out"), *extra]
 
 
-def mcld_split_run(tmp: Path, missing: str) -> list[str]:
-    """pose-transfer --method mcld on the tiny test split with MCLD's conditions, but `missing` (a path under the root)
-    deleted: refused before the checkpoint (which does not exist) is read."""
+def mcld_conditions(tmp: Path) -> Path:
+    """The tiny test split with stand-ins for MCLD's IUV and texture files of p0 and p1."""
     root = deepfashion(tmp)
     for stem in ("p0", "p1"):
         for kind in ("densepose", "texture"):
             (root / f"test_{kind}").mkdir(exist_ok=True)
             Image.new("RGB", (16, 16)).save(root / f"test_{kind}" / f"{stem}.png")
+    return root
+
+
+def mcld_split_run(tmp: Path, missing: str) -> list[str]:
+    """pose-transfer --method mcld on the tiny test split with MCLD's conditions, but `missing` (a path under the root)
+    deleted: refused before the checkpoint (which does not exist) is read."""
+    root = mcld_conditions(tmp)
     (root / missing).unlink()
     return ["pose-transfer", "--method", "mcld", "--checkpoint", str(tmp / "no-model"), "--test-set", str(root),
+            "--out", str(tmp / "out")]
+
+
+def mcld_edit(tmp: Path, *donors: str, missing: str | None = None) -> list[str]:
+    """atelier edit of p0 on the tiny test split with MCLD's conditions (IUV and texture of p0 and p1), `donors` the
+    --*-from flags (each naming p1) and `missing` (a path under the root) deleted: refused before the checkpoint (which
+    does not exist) is read."""
+    root = mcld_conditions(tmp)
+    if missing:
+        (root / missing).unlink()
+    flags = [part for flag in donors for part in (flag, str(root / "test_highres" / "p1.jpg"))]
+    return ["edit", "--checkpoint", str(tmp / "no-model"), "--person", str(root / "test_highres" / "p0.jpg"), *flags,
             "--out", str(tmp / "out")]
 
 
@@ -484,6 +502,12 @@ CASES = [
     row("mcld-target-iuv-missing", cli(mcld_split_run, "test_densepose/p1.png"), r"test_densepose/p1\.png: the DensePose IUV image of the target not found; run `atelier prepare-conditions` .*`atelier synth --conditions`"),
     row("mcld-source-texture-missing", cli(mcld_split_run, "test_texture/p0.png"), r"test_texture/p0\.png: the UV texture map of the source not found; run `atelier prepare-conditions`"),
     row("mcld-checkpoint-is-not-an-mcld-run", cli(mcld_split_run, "test_densepose/p0.png"), r"--checkpoint .*no-model: expected an MCLD training run"),
+    # edit: MCLD's conditions taken from other people
+    row("edit-without-a-donor", cli(mcld_edit), r"atelier edit needs at least one of --clothes-from, --face-from, --pose-from"),
+    row("edit-donor-texture-missing", cli(mcld_edit, "--clothes-from", missing="test_texture/p1.png"), r"test_texture/p1\.png: the UV texture map of the --clothes-from person not found; run `atelier prepare-conditions`"),
+    row("edit-pose-donor-iuv-missing", cli(mcld_edit, "--pose-from", missing="test_densepose/p1.png"), r"test_densepose/p1\.png: the DensePose IUV image of the --pose-from person not found; run `atelier prepare-conditions`"),
+    row("edit-face-donor-without-face-file", cli(mcld_edit, "--face-from"), r"test_face/p1\.npy: the face embedding of the --face-from person not found \(none is written when no face was found\)"),
+    row("edit-donor-image-missing", cli(mcld_edit, "--clothes-from", missing="test_highres/p1.jpg"), r"image .*p1\.jpg not found"),
     # prepare-tryon: missing inputs, all named in one error before any work
     row("prepare-no-parse-source", cli(prepare, parse=None), r"missing inputs: no parse map for person p0: pass --parse DIR with p0\.png, --parser-model FILE\.onnx, or --masks DIR"),
     row("prepare-no-parse-no-keypoints", cli(prepare, parse=None, keypoints=None), r"no parse map for person p0: .*; no keypoints for person p0: pass --keypoints DIR with p0_keypoints\.json"),

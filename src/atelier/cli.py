@@ -25,6 +25,7 @@ from atelier.commands import (
     caption,
     demo,
     doctor,
+    edit,
     evaluate,
     generate,
     illustrate,
@@ -41,7 +42,8 @@ from atelier.commands import (
 from atelier.errors import DependencyError, UserError
 
 # Each module defines add_parser(subparsers) registering its subcommand with `func` set to a plain function(args).
-COMMAND_MODULES = [synth, prepare_tryon, prepare_conditions, train, demo, evaluate, translate, generate, pose_transfer, tryon,
+COMMAND_MODULES = [synth, prepare_tryon, prepare_conditions, train, demo, evaluate, translate, generate, pose_transfer, edit,
+                   tryon,
                    illustrate,
                    index, search, caption, app, doctor]
 DEBUG_HINT = "(--debug shows the traceback)"

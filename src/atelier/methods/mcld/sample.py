@@ -6,11 +6,18 @@ guidance 3.5 between the conditioned branch and MCLDNet's unconditional one (eve
 features; the pose guider keeps the target's IUV unless `uncond_keeps_pose` is false), one UNet call per branch.
 Each pair draws its noise from its own seed. Outputs are named as CFLD's (`data.pairs.output_name`, which `cfld.sample.output_name` re-exports), so
 `atelier evaluate --protocol cfld` matches them.
+
+Editing (`edit`, `atelier edit`; MCLD's editing code is not released, this is our reading of the paper's "multi-focal"
+edits): each condition is taken from a chosen person and the mix goes through `transfer` unchanged. The appearance
+(the source image's CLIP token, the texture map, hence the reference UNet's tokens and the texture's CLIP token)
+comes from the clothes donor, the face embedding from the face donor and the IUV image from the pose donor; each
+defaults to the person edited, so an edit with no donor is that person's reconstruction in its own pose.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -31,7 +38,7 @@ from atelier.diffusion.sampling import (
 from atelier.methods.mcld.model import MCLDModel, check_sizes
 from atelier.utils.images import tensor_to_pil
 
-__all__ = ["MCLDOutput", "output_name", "transfer", "transfer_pairs"]
+__all__ = ["EditConditions", "MCLDOutput", "edit", "edit_conditions", "output_name", "transfer", "transfer_pairs"]
 
 
 @dataclass
@@ -94,3 +101,47 @@ def transfer_pairs(model: MCLDModel, image_dir, pairs: list[tuple[str, str]], in
         source, texture, iuv, face = (torch.stack(part) for part in zip(*(item[:4] for item in items)))
         out = transfer(model, source, texture, iuv, face, seed=[seed + i for i in chosen], show_progress=False, **sampling)
         yield items, out.images
+
+
+@dataclass
+class EditConditions:
+    """One edit's conditions, each (C, H, W) or (E,) as `transfer` takes them without the batch axis, and the image file
+    each came from: `source` (the clothes donor's image, for its CLIP token), `texture` (the clothes donor's texture
+    map), `iuv` (the pose donor's IUV image), `face` (the face donor's embedding)."""
+
+    source: torch.Tensor
+    texture: torch.Tensor
+    iuv: torch.Tensor
+    face: torch.Tensor
+    donors: dict[str, Path]  # {"clothes", "face", "pose"}: the image file whose condition was used
+
+
+def edit_conditions(model: MCLDModel, person: str | Path, clothes: str | Path | None = None,
+                    face: str | Path | None = None, pose: str | Path | None = None) -> EditConditions:
+    """Read the mixed conditions of an edit of `person` at the model's sizes: each donor an image of a
+    DeepFashion-layout folder with MCLD's condition files beside it (`data.condition_paths`); a donor left None is
+    the person. A missing texture or IUV is a UserError naming the file; a missing face file is zeros (no face), as
+    MCLD's loader reads it."""
+    from atelier.data.transforms import load_image_tensor
+    from atelier.methods.mcld.data import condition_paths, read_face, read_pose_iuv, read_texture
+
+    config = model.config
+    donors = {"clothes": Path(clothes or person), "face": Path(face or person), "pose": Path(pose or person)}
+    iuv, _ = read_pose_iuv(condition_paths(donors["pose"])["densepose"], config.image_size)
+    return EditConditions(
+        source=load_image_tensor(donors["clothes"], config.image_size),
+        texture=read_texture(condition_paths(donors["clothes"])["texture"], config.texture_size),
+        iuv=iuv,
+        face=read_face(condition_paths(donors["face"])["face"], model.net.cfg.projector.embedding_dim),
+        donors=donors,
+    )
+
+
+def edit(model: MCLDModel, person: str | Path, clothes: str | Path | None = None, face: str | Path | None = None,
+         pose: str | Path | None = None, *, seed: int = 0, **sampling) -> tuple[EditConditions, Image.Image]:
+    """Redraw `person` with the clothes (appearance), face and pose of the given donors (None: the person's own):
+    (the conditions used, the image). `sampling`: `transfer`'s steps, guidance_scale, eta, show_progress."""
+    conditions = edit_conditions(model, person, clothes, face, pose)
+    out = transfer(model, conditions.source[None], conditions.texture[None], conditions.iuv[None],
+                   conditions.face[None], seed=seed, **sampling)
+    return conditions, out.images[0]
