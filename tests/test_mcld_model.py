@@ -10,12 +10,12 @@ from PIL import Image
 
 from atelier.config import from_dict, to_dict
 from atelier.diffusion.components import build_tiny_components
+from atelier.diffusion.reference import transformer_blocks
 from atelier.errors import UserError
 from atelier.methods.mcld.clip_image import load_clip_image_encoder, tiny_clip_image_encoder
 from atelier.methods.mcld.network import MCLDNet, MCLDNetConfig, tiny_mcld_config
 from atelier.methods.mcld.pose_guider import PoseGuider, PoseGuiderConfig
 from atelier.methods.mcld.projector import FaceProjector, FaceProjectorConfig
-from atelier.methods.mcld.reference import transformer_blocks
 from atelier.methods.mcld.release import PROJECTOR_NAMES, load_mcld_release, save_mcld_release
 
 SIZE = (64, 48)  # the tiny base's images; VAE factor 4 -> latents 16x12

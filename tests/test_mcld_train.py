@@ -98,8 +98,8 @@ def test_the_saved_folder_reloads_to_identical_images(mcld_root, tiny_model_dir,
 
 
 def test_the_fast_path_keeps_mclds_processors(trained_run):
+    from atelier.diffusion.reference import ReferenceSelfAttnProcessor, transformer_blocks
     from atelier.methods.mcld.attention import MultiFocalCrossAttnProcessor
-    from atelier.methods.mcld.reference import ReferenceSelfAttnProcessor, transformer_blocks
 
     model = load_mcld_model(trained_run, device="cpu", speed=SpeedConfig(fuse_qkv=True, sdpa=True))
     for block in transformer_blocks(model.net.unet):

@@ -24,15 +24,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from atelier.methods.mcld.attention import MultiFocalCrossAttnProcessor, check_plain_attention
-from atelier.methods.mcld.pose_guider import IUV_CHANNELS, PoseGuider, PoseGuiderConfig
-from atelier.methods.mcld.projector import FaceProjector, FaceProjectorConfig
-from atelier.methods.mcld.reference import (
+from atelier.diffusion.attention import check_plain_attention
+from atelier.diffusion.reference import (
     ReferenceSelfAttnProcessor,
     capture_reference_tokens,
     check_reference_block,
     transformer_blocks,
 )
+from atelier.methods.mcld.attention import MultiFocalCrossAttnProcessor
+from atelier.methods.mcld.pose_guider import IUV_CHANNELS, PoseGuider, PoseGuiderConfig
+from atelier.methods.mcld.projector import FaceProjector, FaceProjectorConfig
 
 
 @dataclass

@@ -36,6 +36,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from atelier.diffusion.attention import attend, check_plain_attention, check_tokens
+from atelier.diffusion.reference import (
+    ReferenceSelfAttnProcessor,
+    capture_reference_tokens,
+    check_reference_block,
+    transformer_blocks,
+)
+
 IN_CHANNELS = 13  # noisy latent 4 + masked person latent 4 + mask 1 + DensePose latent 4
 LATENT = 4
 GarmentInput = Literal["noisy", "garment"]
@@ -166,13 +174,8 @@ class GarmentSelfAttnProcessor:
 
     def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        if attention_mask is not None or hidden_states.ndim != 3:
-            raise ValueError("GarmentSelfAttnProcessor handles (B, N, C) tokens without an attention mask (SD 1.x self-attention)")
-        query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
-        batch, head_dim = query.shape[0], query.shape[-1] // attn.heads
-        query, key, value = (x.view(batch, -1, attn.heads, head_dim).transpose(1, 2) for x in (query, key, value))
-        out = F.scaled_dot_product_attention(query, key, value, scale=attn.scale)
-        out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
+        check_tokens(hidden_states, attention_mask, "GarmentSelfAttnProcessor")
+        out = attend(attn, attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states))
         out = attn.to_out[1](attn.to_out[0](out))  # projection, dropout
         if self.tokens is not None:
             garment = self.cross(out, self.tokens.to(out.dtype))
@@ -180,43 +183,10 @@ class GarmentSelfAttnProcessor:
         return out
 
 
-class ReferenceProcessor:
-    """A self-attention (SDPA) that keeps its input ("capture", in the garment network) or attends to its own tokens
-    and to the garment network's tokens of the same block ("attend", in the UNet; without tokens it is plain)."""
-
-    def __init__(self, role: Literal["capture", "attend"]) -> None:
-        self.role = role
-        self.tokens: torch.Tensor | None = None
-        self.keep: torch.Tensor | None = None  # (B,) bool: rows that see the garment tokens (None: all)
-
-    def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                 attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        if attention_mask is not None or hidden_states.ndim != 3:
-            raise ValueError("ReferenceProcessor handles (B, N, C) tokens without an attention mask (SD 1.x self-attention)")
-        if self.role == "capture":
-            self.tokens = hidden_states
-        context, mask = hidden_states, None
-        if self.role == "attend" and self.tokens is not None:
-            context = torch.cat([hidden_states, self.tokens.to(hidden_states.dtype)], dim=1)
-            if self.keep is not None:  # a dropped row attends to its own tokens only: plain self-attention
-                mask = torch.zeros(len(context), 1, 1, context.shape[1], dtype=hidden_states.dtype, device=context.device)
-                mask[~self.keep, :, :, hidden_states.shape[1]:] = float("-inf")
-        query, key, value = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
-        batch, head_dim = query.shape[0], query.shape[-1] // attn.heads
-        query, key, value = (x.view(batch, -1, attn.heads, head_dim).transpose(1, 2) for x in (query, key, value))
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, scale=attn.scale)
-        out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
-        return attn.to_out[1](attn.to_out[0](out))
-
-
-def self_attentions(unet: nn.Module) -> list[str]:
-    """Module paths of every transformer block's self-attention (attn1), in module order."""
-    return [name for name, module in unet.named_modules() if name.endswith(".attn1") and hasattr(module, "set_processor")]
-
-
 class GarmentNet(nn.Module):
     """IDM-VTON's garment network: a trainable copy of the whole UNet reading the control latent at timestep 0;
-    forward returns {attn1 path: the tokens entering that self-attention}. Its output convolutions are unused (frozen)."""
+    forward returns the input of every transformer block's self-attention, in `transformer_blocks` order
+    (diffusion.reference). Its output convolutions are unused (frozen)."""
 
     def __init__(self, unet: nn.Module) -> None:
         super().__init__()
@@ -225,29 +195,16 @@ class GarmentNet(nn.Module):
         if conv.in_channels != LATENT:
             conv.weight = nn.Parameter(conv.weight[:, :LATENT].detach().clone())
             conv.in_channels = LATENT
-        self.paths = self_attentions(self.unet)
-        self.processors = {path: ReferenceProcessor("capture") for path in self.paths}
-        for path, processor in self.processors.items():
-            _check_plain_self_attention(self.unet.get_submodule(path), path)
-            self.unet.get_submodule(path).set_processor(processor)
+        for block in transformer_blocks(self.unet):
+            check_reference_block(block)
 
     def freeze_unused(self) -> None:
         for module in (self.unet.conv_norm_out, self.unet.conv_out):
             if module is not None:
                 module.requires_grad_(False)
 
-    def forward(self, control: torch.Tensor, timestep, context: torch.Tensor, unet_input=None) -> dict[str, torch.Tensor]:
-        self.unet(control, torch.zeros(control.shape[0], device=control.device), context)
-        tokens = {path: processor.tokens for path, processor in self.processors.items()}
-        for processor in self.processors.values():
-            processor.tokens = None
-        return tokens
-
-
-def _check_plain_self_attention(attn, path: str) -> None:
-    extras = [name for name in ("group_norm", "spatial_norm", "norm_cross") if getattr(attn, name, None) is not None]
-    if extras or attn.residual_connection or attn.rescale_output_factor != 1.0:
-        raise ValueError(f"{path}: self-attention with {extras or 'a residual/rescale'} is not supported by the try-on network")
+    def forward(self, control: torch.Tensor, timestep, context: torch.Tensor, unet_input=None) -> list[torch.Tensor]:
+        return capture_reference_tokens(self.unet, control, context)
 
 
 def up_block_self_attentions(unet: nn.Module) -> list[tuple[str, int]]:
@@ -278,15 +235,16 @@ class TryOnNet(nn.Module):
         self.unet = unet
         self.cross_attention = nn.ModuleList()
         self.processors: list[GarmentSelfAttnProcessor] = []
-        self.references: dict[str, ReferenceProcessor] = {}
+        self.references: list[ReferenceSelfAttnProcessor] = []
         if cfg.fusion == "reference-attention":
             if cfg.garment_input != "garment":
                 raise ValueError('fusion "reference-attention" reads the control latent alone: set garment_input "garment"')
             self.garment_encoder = GarmentNet(unet)
-            for path in self_attentions(unet):
-                _check_plain_self_attention(unet.get_submodule(path), path)
-                self.references[path] = ReferenceProcessor("attend")
-                unet.get_submodule(path).set_processor(self.references[path])
+            for block in transformer_blocks(unet):
+                check_reference_block(block)
+                check_plain_attention(block.block.attn1, f"{block.path}.attn1")
+                self.references.append(ReferenceSelfAttnProcessor(block.path))
+                block.block.attn1.set_processor(self.references[-1])
             self.paths = []
             self.set_trainable()
             return
@@ -295,7 +253,7 @@ class TryOnNet(nn.Module):
         self.paths = up_block_self_attentions(unet)
         for path, level in self.paths:
             attn = unet.get_submodule(path)
-            _check_plain_self_attention(attn, path)
+            check_plain_attention(attn, path)
             cross = ZeroCrossAttention(attn.to_q.in_features, widths[min(level, len(widths) - 1)], cfg.attention_head_dim)
             self.cross_attention.append(cross)
             self.processors.append(GarmentSelfAttnProcessor(cross, level))
@@ -327,10 +285,13 @@ class TryOnNet(nn.Module):
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
                 garment: dict | None = None, keep: torch.Tensor | None = None):
         """One UNet evaluation on the 13-channel `sample`; `garment`: the garment encoder's features per grid (zero
-        cross-attention) or its tokens per self-attention path (reference attention); None: the garment is ignored.
+        cross-attention) or its tokens per self-attention, in transformer_blocks order (reference attention); None: the
+        garment is ignored.
         `keep` (B,) bool: the rows that see the garment (garment dropout in training); None: every row."""
-        for path, processor in self.references.items():
-            processor.tokens, processor.keep = (None, None) if garment is None else (garment[path], keep)
+        if self.references and garment is not None and len(garment) != len(self.references):
+            raise ValueError(f"{len(garment)} garment token sets for {len(self.references)} self-attentions")
+        for index, processor in enumerate(self.references):
+            processor.reference, processor.keep = (None, None) if garment is None else (garment[index], keep)
         for processor in self.processors:
             processor.keep = keep
         latent_hw = tuple(sample.shape[-2:])
