@@ -4,7 +4,7 @@ Multi-focal conditioned latent diffusion (MCLD, CVPR 2025) conditions an SD 1.5 
 - `conv_in`: the pose guider's features of the target's DensePose IUV image are added to its output (a forward hook
   on `unet.conv_in`, so the UNet keeps its diffusers parameter names);
 - attn1 of every transformer block: keys/values also read the reference UNet's tokens of the same block
-  (reference.py), computed once per image from the texture latent by `encode_reference`;
+  (atelier.diffusion.reference), computed once per image from the texture latent by `encode_reference`;
 - attn2 of every transformer block: the stage's CLIP image tokens plus the face tokens through `to_k_ip`/`to_v_ip`
   (attention.py), the face tokens coming from the face projector (projector.py);
 - nothing else: no text prompt, the UNet's own encoder_hidden_states are not read.
