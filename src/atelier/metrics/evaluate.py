@@ -293,7 +293,7 @@ def evaluate(
     face_detector: str | Path | None = None,
     face_keypoints: str | Path | None = None,
 ) -> dict:
-    """Score generated images under a named protocol (cfld, pidm, standard, vitonhd); returns the report dict.
+    """Score generated images under a named protocol (cfld, mcld, pidm, standard, vitonhd); returns the report dict.
 
     per_image: also return each image's paired scores (report["per_image"]: {"name", "ssim", "psnr", ...} per
     generated file, sorted by name), for paired tests between methods scored on the same pairs.
