@@ -366,6 +366,14 @@ def conditions(tmp: Path, *extra: str, iuv: tuple | None = ("RGB", (16, 16), (0,
     return ["prepare-conditions", "--data", str(tmp / "data"), *extra]
 
 
+def mcld_evaluate(tmp: Path, *extra: str) -> list[str]:
+    """evaluate --protocol mcld of one 16x16 output against one ground-truth photo of the same name."""
+    write_random_photos(tmp / "gen", 1, (16, 16))
+    write_random_photos(tmp / "gt", 1, (16, 16))
+    return ["evaluate", "--protocol", "mcld", "--generated", str(tmp / "gen"), "--ground-truth", str(tmp / "gt"),
+            "--device", "cpu", "--out", str(tmp / "report.json"), *extra]
+
+
 def junk_model(tmp: Path) -> str:
     (tmp / "model.onnx").write_bytes(b"not a model")
     return str(tmp / "model.onnx")
@@ -547,6 +555,7 @@ CASES = [
     row("conditions-face-model-not-onnx", lambda t: cli_outcome(conditions(t, "--face-model", junk_model(t))), r"(--face-model .*model\.onnx: not a model onnxruntime can load|needs .*pip install 'atelier\[mcld\]')"),
     row("conditions-face-model-missing", lambda t: cli_outcome(conditions(t, "--face-model", str(t / "ghost.onnx"))), r"--face-model .*ghost\.onnx: not found"),
     row("conditions-detector-without-model", lambda t: cli_outcome(conditions(t, "--face-detector", junk_model(t))), r"--face-detector finds the landmarks for --face-model: pass --face-model FILE too"),
+    row("evaluate-mcld-face-model-not-onnx", lambda t: cli_outcome(mcld_evaluate(t, "--face-model", junk_model(t))), r"(--face-model .*model\.onnx: not a model onnxruntime can load|needs .*pip install 'atelier\[mcld\]')"),
     row("conditions-data-without-images", lambda t: cli_outcome(["prepare-conditions", "--data", prepare_folder(t, "empty", {})]), r"--data .*empty: no images in train_highres/"),
     # readers: DeepFashion pairs and annotations
     row("reader-pairs-not-utf8", reader(read_pairs_bytes, b"from,to\n" + LATIN1 + b",b\n"), r"pairs\.csv, line 2: the pairs CSV .*not UTF-8 text \(byte 0xe9"),

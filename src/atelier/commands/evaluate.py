@@ -10,14 +10,18 @@ from pathlib import Path
 from atelier.data.formats.dresscode import CATEGORIES as DRESSCODE_CATEGORIES
 from atelier.data.formats.fashioniq import CATEGORIES
 
-IMAGE_PROTOCOLS = ("cfld", "pidm", "standard", "vitonhd")  # folders of generated and ground-truth images
+IMAGE_PROTOCOLS = ("cfld", "mcld", "pidm", "standard", "vitonhd")  # folders of generated and ground-truth images
 LAYOUT_PROTOCOLS = ("dresscode", "mgd")  # generated images against a dataset layout (--data)
 PROTOCOL_NAMES = (*IMAGE_PROTOCOLS, *LAYOUT_PROTOCOLS, "fashioniq", "fashiongen", "captions")
 MGD_FLAGS = ("--captions", "--sketches", "--keypoints", "--clip", "--pose-model", "--sketch-model")
+FACE_FLAGS = ("--face-model", "--face-detector", "--face-keypoints")
 
 EPILOG = """protocols:
   cfld      pose transfer as CFLD/MCLD: SSIM (uniform 51), SSIM_256, PSNR, LPIPS-alex, FID (torchvision
             Inception, real set = --real train images) + standard pytorch-fid FID for reference
+  mcld      cfld plus MCLD's face identity: face_cos, face_dist (raw ArcFace embeddings of output and ground truth)
+            and face_pairs, over pairs where both give a face; --face-model FILE.onnx, landmarks from
+            --face-detector FILE.onnx or --face-keypoints CSV; without --face-model the face keys are missing
   pidm      pose transfer as PIDM: 256x256 PNG then bilinear to 176x256; SSIM (51), PSNR, LPIPS, FID
   standard  SSIM (Gaussian 11), PSNR, LPIPS alex+vgg, FID and KID x1000 (pytorch-fid Inception)
   vitonhd   try-on as LaDI-VTON: --setting paired (SSIM, LPIPS, FID, KID) or unpaired (FID, KID), vs test/image
@@ -115,6 +119,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "pose_distance")
     parser.add_argument("--sketch-model", type=Path, metavar="FILE",
                         help="mgd: PiDiNet exported to ONNX (needs onnxruntime) for sketch_distance")
+    parser.add_argument("--face-model", type=Path, metavar="FILE",
+                        help="mcld: an ArcFace recogniser .onnx (MCLD uses insightface's buffalo_s) for face_cos, "
+                             "face_dist and face_pairs; without it they are reported missing")
+    parser.add_argument("--face-detector", type=Path, metavar="FILE",
+                        help="mcld: an SCRFD face detector .onnx with landmarks, to find each image's face")
+    parser.add_argument("--face-keypoints", type=Path, metavar="CSV",
+                        help="mcld without --face-detector: the keypoint CSV (name:keypoints_y:keypoints_x) of the "
+                             "ground-truth images; the target pose's eyes and nose place the face in both images")
     parser.add_argument("--test-size", dest="size", metavar="HxW", help="test size as the papers write it, height x width (default 256x176; vitonhd, dresscode 512x384; mgd always 512x384); note: --size elsewhere is WxH")
     parser.add_argument("--weights-dir", type=Path, metavar="DIR", help="folder holding the network weight files")
     parser.add_argument("--allow-random-weights", action="store_true",
@@ -180,6 +192,7 @@ def _layout_report(args: argparse.Namespace) -> dict:
 def _report(args: argparse.Namespace) -> dict:
     """The report of the chosen protocol (flags checked first, each protocol's inputs before any work)."""
     _only(args, MGD_FLAGS, ("mgd",))
+    _only(args, FACE_FLAGS, ("mcld",))
     _only(args, ("--category",), LAYOUT_PROTOCOLS)
     if args.protocol in LAYOUT_PROTOCOLS:
         return _layout_report(args)
@@ -216,6 +229,9 @@ def _report(args: argparse.Namespace) -> dict:
         fid_method=args.fid_method,
         seed=args.seed,
         use_cache=not args.no_cache,
+        face_model=args.face_model,
+        face_detector=args.face_detector,
+        face_keypoints=args.face_keypoints,
     )
 
 

@@ -24,9 +24,13 @@ import numpy as np
 import torch
 
 from atelier import weights
+from atelier.data.formats.deepfashion import read_annotations
+from atelier.data.pose import FRAME_HW
 from atelier.data.transforms import open_rgb
 from atelier.errors import UserError
 from atelier.metrics import fid as fid_lib
+from atelier.metrics.face import FACE_KEYS, FaceScorer
+from atelier.metrics.face import NO_MODEL as NO_FACE_MODEL
 from atelier.metrics.images import clean_resize_299, list_images, parse_size
 from atelier.metrics.lpips import build_lpips
 from atelier.metrics.matching import Match, match_files, read_pairs
@@ -64,6 +68,7 @@ class Networks:
     features: dict = field(default_factory=dict)  # FeatureSpec.key -> InceptionFeatureExtractor
     provenance: dict[str, str] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
+    face: object = None  # atelier.metrics.face.FaceScorer when the protocol has the face score and a model is given
 
 
 def build_networks(protocol: Protocol, setting: str, weights_dir, allow_random: bool, options: Options,
@@ -98,8 +103,9 @@ def _unit_tensor(arrays: list[np.ndarray], device: str) -> torch.Tensor:
 class _PairLoader:
     """Loads one item (a Match, or a bare generated path when unpaired) and computes SSIM/PSNR in the loader thread."""
 
-    def __init__(self, protocol: Protocol, options: Options, paired: bool, needs_clean: bool) -> None:
+    def __init__(self, protocol: Protocol, options: Options, paired: bool, needs_clean: bool, face=None) -> None:
         self.protocol, self.options, self.paired, self.needs_clean = protocol, options, paired, needs_clean
+        self.face = face
         self.local = threading.local()
 
     def _engine(self, shape: tuple, integer: bool) -> SSIMEngine:
@@ -120,6 +126,8 @@ class _PairLoader:
             integer = generated.dtype == np.uint8 and truth.dtype == np.uint8
             row["ssim"], row["psnr"] = self._engine(generated.shape, integer)(generated, truth)
             row["ground_truth"] = truth
+            if self.face is not None:
+                row["face"] = self.face(generated, truth, item.ground_truth.name)
         return row
 
 
@@ -132,7 +140,7 @@ def _feature_input(spec: FeatureSpec, rows: list[dict], key: str, device: str) -
 def score_generated(items: list, protocol: Protocol, nets: Networks, options: Options, paired: bool):
     """One pass over this rank's generated images: per-image rows (SSIM, PSNR, LPIPS) and feature statistics."""
     specs = [s for s in protocol.features if s.key in nets.features]
-    loader = _PairLoader(protocol, options, paired, any(s.view == "clean299" for s in specs))
+    loader = _PairLoader(protocol, options, paired, any(s.view == "clean299" for s in specs), nets.face)
     stats = {s.key: fid_lib.FeatureStats(kid_capacity=options.kid_capacity if s.kid else 0, seed=options.seed)
              for s in specs}
     results = []
@@ -152,6 +160,9 @@ def score_generated(items: list, protocol: Protocol, nets: Networks, options: Op
                 result.update(zip(protocol.ssim, row["ssim"]))
                 result["psnr"] = row["psnr"]
                 result.update({k: float(v[index]) for k, v in lpips_values.items()})
+                if nets.face is not None:  # None where either image gives no face
+                    face = row["face"]
+                    result["face_cos"], result["face_dist"] = face if face is not None else (None, None)
             results.append(result)
         bar.update(len(rows))
     bar.close()
@@ -278,11 +289,17 @@ def evaluate(
     seed: int = 0,
     use_cache: bool = True,
     per_image: bool = False,
+    face_model: str | Path | None = None,
+    face_detector: str | Path | None = None,
+    face_keypoints: str | Path | None = None,
 ) -> dict:
-    """Score generated images under a named protocol (cfld, pidm, standard, vitonhd); returns the report dict.
+    """Score generated images under a named protocol (cfld, mcld, pidm, standard, vitonhd); returns the report dict.
 
     per_image: also return each image's paired scores (report["per_image"]: {"name", "ssim", "psnr", ...} per
-    generated file, sorted by name), for paired tests between methods scored on the same pairs. The dataset-layout
+    generated file, sorted by name), for paired tests between methods scored on the same pairs.
+    face_model, face_detector, face_keypoints: the mcld protocol's face score (atelier.metrics.face): an ArcFace
+    recogniser .onnx, an optional SCRFD detector .onnx, and the optional DeepFashion keypoint CSV of the ground-truth
+    images (landmarks when there is no detector); without face_model the face keys are missing with the reason. The dataset-layout
     protocols have their own entry points: `atelier.metrics.tryon.evaluate_dresscode` and
     `atelier.metrics.mgd.evaluate_mgd`.
     """
@@ -295,6 +312,7 @@ def evaluate(
     options = make_options(proto, setting, size, batch_size, device, workers, fid_method, kid_subsets,
                            kid_subset_size, kid_capacity, seed, use_cache, ranks)
     paired = setting == "paired"
+    face = _face_scorer(proto, paired, options, face_model, face_detector, face_keypoints)
     generated_files = list_images(generated, "--generated")
     items: list = generated_files
     pairs_without_output: list = []
@@ -308,6 +326,11 @@ def evaluate(
     real_files = list_images(real_dir, "--real") if real_dir is not None else []
 
     nets = build_networks(proto, setting, weights_dir, allow_random_weights, options, with_features=real_dir is not None)
+    nets.face = face
+    if proto.face and paired and face is None:
+        nets.missing.update({key: NO_FACE_MODEL for key in FACE_KEYS})
+    elif face is not None:
+        nets.provenance["face_model"] = str(face.path)
     if real_dir is None:
         for spec in proto.features:
             nets.missing.setdefault(spec.key, f"the {proto.name} protocol's {spec.key} compares with the training set: "
@@ -331,9 +354,25 @@ def evaluate(
     return report
 
 
+def _face_scorer(proto: Protocol, paired: bool, options: Options, model, detector, keypoints) -> FaceScorer | None:
+    """The mcld protocol's face scorer (None without a model); UserError for face flags given to another protocol
+    or setting, and for a detector or keypoints without a model."""
+    given = [flag for flag, value in (("--face-model", model), ("--face-detector", detector),
+                                       ("--face-keypoints", keypoints)) if value is not None]
+    if given and not (proto.face and paired):
+        raise UserError(f"{given[0]}: only the mcld protocol's paired setting has the face score, not {proto.name}")
+    if model is None:
+        if given:
+            raise UserError(f"{given[0]}: the face score needs --face-model FILE.onnx (an ArcFace recogniser)")
+        return None
+    points = read_annotations(keypoints) if keypoints is not None else None
+    scale = (options.size[0] / FRAME_HW[0], options.size[1] / FRAME_HW[1])
+    return FaceScorer(model, detector, points, scale)
+
+
 def per_image_rows(rows: list[dict]) -> list[dict]:
     """Each image's scores as JSON-safe rows sorted by name (the report's per_image entry)."""
-    return json_safe(sorted(({k: float(v) if k != "name" else v for k, v in row.items()} for row in rows),
+    return json_safe(sorted(({k: float(v) if k != "name" and v is not None else v for k, v in row.items()} for row in rows),
                             key=lambda row: row["name"]))
 
 
@@ -345,10 +384,17 @@ def compute_metrics(proto: Protocol, setting: str, rows, generated_stats, real_s
     metrics: dict = {key: None for key in keys}
     details: dict = {"fid_method": options.fid_method}
     for key in keys:
-        values = [row[key] for row in rows if key in row]
+        values = [row[key] for row in rows if row.get(key) is not None]
         if values:
             metrics[key] = float(np.mean(values))
     missing: dict = {}
+    if "face_pairs" in metrics and nets.face is not None:
+        metrics["face_pairs"] = sum(row.get("face_cos") is not None for row in rows)
+        for key in ("face_cos", "face_dist"):
+            if metrics[key] is None:
+                missing[key] = (f"no pair gave a face in both images ({len(rows)} pairs"
+                                + (", landmarks from the detector)" if nets.face.detector is not None else
+                                   ", landmarks from --face-keypoints; pass --face-detector to detect faces)"))
     _feature_metrics(proto, generated_stats, real_stats, nets, options, metrics, missing, details)
     missing = {key: missing.get(key) or nets.missing.get(key, "not computed")
                for key, value in metrics.items() if value is None}

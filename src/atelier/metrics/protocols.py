@@ -15,6 +15,12 @@
     pytorch-fid (1e-6 diagonal offset if the product is singular);
   - `fid_pytorch_fid`: the standard FID (pytorch-fid Inception, 2x-1 input) on the same images, for reference only.
 
+`mcld` - MCLD (CVPR 2025): `cfld` exactly (MCLD reuses CFLD's code) plus its face-identity score, on the pairs where
+both output and ground truth give a face at the test size: `face_cos` (mean cosine similarity of the raw ArcFace
+embeddings), `face_dist` (mean Euclidean distance of them) and `face_pairs` (how many pairs); needs `--face-model`
+(MCLD uses insightface's buffalo_s), landmarks from `--face-detector` or the target pose's `--face-keypoints`; see
+atelier.metrics.face.
+
 `pidm` - PIDM (CVPR 2023, github.com/ankanbhunia/PIDM `utils/metrics.py`, `data/prepare_data.py`).
   - every image (generated, ground truth, real) is brought to a side x side square by PIL bicubic (PIDM stores
     256x256 PNGs) unless it already has the test size or the square size, then resized to the test size (176x256)
@@ -66,13 +72,14 @@ and the paper's description; each label says which parts are our reading (see at
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Literal
 
 import numpy as np
 from PIL import Image
 
 from atelier.errors import UserError
+from atelier.metrics.face import FACE_KEYS, FACE_LABELS
 from atelier.metrics.fid import InputMode, NetworkName
 from atelier.metrics.images import cfld_generated, pidm_image, pil_resize
 from atelier.metrics.ssim import SSIMSettings
@@ -113,12 +120,15 @@ class Protocol:
     features: tuple[FeatureSpec, ...]
     real_default: Literal["required", "ground_truth"]
     settings: tuple[str, ...] = ("paired",)
+    face: bool = False  # MCLD's face-identity keys (atelier.metrics.face) after the others, paired only
 
     def metric_keys(self, setting: str) -> list[str]:
         """Report keys in display order for a setting ('paired' or 'unpaired')."""
         keys = [] if setting == "unpaired" else list(self.ssim) + (["psnr"] if self.psnr else []) + list(self.lpips)
         for spec in self.features:
             keys += [spec.key] + (["kid_x1000"] if spec.kid else [])
+        if self.face and setting == "paired":
+            keys += list(FACE_KEYS)
         return keys
 
 
@@ -199,6 +209,15 @@ PROTOCOLS: dict[str, Protocol] = {
         settings=("paired", "unpaired"),
     ),
 }
+# MCLD reuses CFLD's metric code and adds the face score: the cfld protocol with the face keys, not a copy of it
+PROTOCOLS["mcld"] = replace(
+    PROTOCOLS["cfld"],
+    name="mcld",
+    title="Pose-guided synthesis, MCLD protocol (CFLD's metrics plus the face-identity score)",
+    source="github.com/YanzuoLu/CFLD models/metrics.py (as MCLD reuses it) plus MCLD's face score: insightface "
+           "ArcFace embeddings, cosine similarity and Euclidean distance",
+    face=True,
+)
 
 
 _CLEAN_FID = FeatureSpec("fid", "inception_fid", "clean", "FID, clean-fid 'clean' (pytorch-fid Inception)", kid=True)
@@ -276,6 +295,8 @@ def metric_label(protocol: Protocol, key: str) -> str:
             return spec.label
     if key in MGD_LABELS:
         return MGD_LABELS[key]
+    if key in FACE_LABELS:
+        return FACE_LABELS[key]
     if "/" in key:  # a per-category key of a layout protocol: ssim/upper_body
         base, category = key.split("/", 1)
         return f"{metric_label(protocol, base)}; {category} only"
