@@ -69,3 +69,29 @@ def cli_outcome(argv: list[str]) -> tuple[int, str]:
             stream.write(traceback.format_exc())
             code = -1
     return code, stream.getvalue()
+
+
+def write_scrfd_stand_in(path: Path, detections: dict) -> Path:
+    """A stand-in SCRFD detector ONNX file (64x64 input, antelopev2's nine outputs: scores, box distances, landmark
+    offsets per stride 8/16/32, two anchors a cell) whose outputs are fixed: `detections` maps (stride, anchor row) to
+    (score, box distance, 10 landmark offsets or None); every other anchor scores 0."""
+    rows = {8: 8 * 8 * 2, 16: 4 * 4 * 2, 32: 2 * 2 * 2}
+    outputs = {stride: [np.zeros((n, 1)), np.zeros((n, 4)), np.zeros((n, 10))] for stride, n in rows.items()}
+    for (stride, row), (score, distance, landmarks) in detections.items():
+        outputs[stride][0][row], outputs[stride][1][row] = score, distance
+        if landmarks is not None:
+            outputs[stride][2][row] = landmarks
+    flat = [outputs[s][k] for k in range(3) for s in (8, 16, 32)]
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            for index, array in enumerate(flat):
+                self.register_buffer(f"out{index}", torch.tensor(array, dtype=torch.float32)[None])
+
+        def forward(self, x):
+            zero = x.mean() * 0
+            return tuple(getattr(self, f"out{index}") + zero for index in range(9))
+
+    torch.onnx.export(Model().eval(), (torch.zeros(1, 3, 64, 64),), str(path), input_names=["input.1"], dynamo=False)
+    return path

@@ -15,6 +15,7 @@ from atelier.data.densepose import densepose_path, read_iuv, write_iuv
 from atelier.data.face_id import TEMPLATE, FaceEmbedder, align_face, landmarks_from_keypoints, similarity_transform
 from atelier.data.uv_texture import ATLAS_HW, TILE, atlas_to_smpl, fill_holes, tile_origin, unwrap
 from atelier.errors import UserError
+from tests.helpers import write_scrfd_stand_in
 
 
 def synthetic_iuv(height: int = 96, width: int = 120, parts=(1, 2, 7, 24)):
@@ -219,36 +220,18 @@ def test_bad_face_models_are_one_line_errors(tmp_path):
 def test_scrfd_decoding_picks_the_largest_face(tmp_path):
     """A stand-in SCRFD with a 64x64 input whose nine outputs are constants laid out as insightface's scrfd.py reads
     them: three faces scored at stride 8 and 16, one suppressed by a better overlapping box."""
-    torch = pytest.importorskip("torch")
     pytest.importorskip("onnx", reason="torch.onnx.export needs the onnx package (in the dev extra)")
     pytest.importorskip("onnxruntime", reason="the detector runs with onnxruntime (the mcld extra)")
     pytest.importorskip("cv2", reason="the detector resizes with OpenCV (the mcld extra)")
     from atelier.data.face_id import Scrfd
 
-    rows = {8: 8 * 8 * 2, 16: 4 * 4 * 2, 32: 2 * 2 * 2}
-    outputs = {stride: [np.zeros((n, 1)), np.zeros((n, 4)), np.zeros((n, 10))] for stride, n in rows.items()}
     # stride 16, cell (row 1, col 2), anchor 1: centre (x 32, y 16); a box 2 strides each way; landmarks at +-0.5 stride
     big = (1 * 4 + 2) * 2 + 1
-    outputs[16][0][big], outputs[16][1][big] = 0.9, 2.0
-    outputs[16][2][big] = [-0.5, -0.5, 0.5, -0.5, 0.0, 0.0, -0.5, 0.5, 0.5, 0.5]
     overlapping = (1 * 4 + 2) * 2  # the same box from the other anchor, scored lower: suppressed
-    outputs[16][0][overlapping], outputs[16][1][overlapping] = 0.8, 2.1
     small = (6 * 8 + 6) * 2  # stride 8, centre (48, 48), a smaller face
-    outputs[8][0][small], outputs[8][1][small] = 0.95, 1.0
-    flat = [outputs[s][k] for k in range(3) for s in (8, 16, 32)]
-
-    class Model(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            for index, array in enumerate(flat):
-                self.register_buffer(f"out{index}", torch.tensor(array, dtype=torch.float32)[None])
-
-        def forward(self, x):
-            zero = x.mean() * 0
-            return tuple(getattr(self, f"out{index}") + zero for index in range(9))
-
-    torch.onnx.export(Model().eval(), (torch.zeros(1, 3, 64, 64),), str(tmp_path / "scrfd.onnx"), input_names=["input.1"],
-                      dynamo=False)
+    write_scrfd_stand_in(tmp_path / "scrfd.onnx", {
+        (16, big): (0.9, 2.0, [-0.5, -0.5, 0.5, -0.5, 0.0, 0.0, -0.5, 0.5, 0.5, 0.5]),
+        (16, overlapping): (0.8, 2.1, None), (8, small): (0.95, 1.0, None)})  # fmt: skip
     detector = Scrfd(tmp_path / "scrfd.onnx")
     landmarks = detector.landmarks(np.zeros((128, 128, 3), np.uint8))  # twice the input: coordinates x2
     expected = np.array([[24, 8], [40, 8], [32, 16], [24, 24], [40, 24]]) * 2.0

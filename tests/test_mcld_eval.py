@@ -11,6 +11,7 @@ from atelier.cli import main
 from atelier.errors import UserError
 from atelier.metrics.evaluate import evaluate
 from atelier.metrics.report import markdown_table
+from tests.helpers import write_scrfd_stand_in
 from tests.test_mcld_conditions import TinyArcFace
 
 pytestmark = pytest.mark.usefixtures("isolated_cache", "one_thread")
@@ -123,27 +124,9 @@ def test_face_flags_are_checked(folders, face_model, tmp_path, capsys):
 def test_with_a_detector_each_image_gives_its_own_face(folders, face_model, tmp_path):
     """A stand-in SCRFD (64x64 input, constant outputs: one face at stride 16) finds a face in every image, so the pair
     whose target pose has no eyes counts too: landmarks come from the detector, not from the keypoints."""
-    torch = pytest.importorskip("torch")
     gt, gen, pairs, annotation = folders
-    rows = {8: 8 * 8 * 2, 16: 4 * 4 * 2, 32: 2 * 2 * 2}
-    outputs = {stride: [np.zeros((n, 1)), np.zeros((n, 4)), np.zeros((n, 10))] for stride, n in rows.items()}
     face = (1 * 4 + 2) * 2 + 1  # stride 16, cell (row 1, col 2), anchor 1: centre (x 32, y 16)
-    outputs[16][0][face], outputs[16][1][face] = 0.9, 1.0
-    outputs[16][2][face] = [-0.5, -0.3, 0.5, -0.3, 0.0, 0.0, -0.4, 0.4, 0.4, 0.4]
-    flat = [outputs[s][k] for k in range(3) for s in (8, 16, 32)]
-
-    class Model(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            for index, array in enumerate(flat):
-                self.register_buffer(f"out{index}", torch.tensor(array, dtype=torch.float32)[None])
-
-        def forward(self, x):
-            zero = x.mean() * 0
-            return tuple(getattr(self, f"out{index}") + zero for index in range(9))
-
-    torch.onnx.export(Model().eval(), (torch.zeros(1, 3, 64, 64),), str(tmp_path / "scrfd.onnx"),
-                      input_names=["input.1"], dynamo=False)
+    write_scrfd_stand_in(tmp_path / "scrfd.onnx", {(16, face): (0.9, 1.0, [-0.5, -0.3, 0.5, -0.3, 0.0, 0.0, -0.4, 0.4, 0.4, 0.4])})
     report = evaluate("mcld", gen, gt, pairs=pairs, face_model=face_model, face_detector=tmp_path / "scrfd.onnx",
                       per_image=True, workers=1, device="cpu")
     assert report["metrics"]["face_pairs"] == 3
