@@ -95,3 +95,16 @@ def write_scrfd_stand_in(path: Path, detections: dict) -> Path:
 
     torch.onnx.export(Model().eval(), (torch.zeros(1, 3, 64, 64),), str(path), input_names=["input.1"], dynamo=False)
     return path
+
+
+def assert_same_trainable(run: Path, other: Path, step: int, prefix: str) -> None:
+    """The trainable weights two runs saved at `step` are equal to the bit (an interrupted and resumed run against an
+    uninterrupted one), and some of them start with `prefix` (the parts that should train do)."""
+    from safetensors.torch import load_file
+
+    name = f"step-{step:07d}"
+    resumed = load_file(str(run / "checkpoints" / name / "trainable.safetensors"))
+    straight = load_file(str(other / "checkpoints" / name / "trainable.safetensors"))
+    assert resumed.keys() == straight.keys() and any(k.startswith(prefix) for k in straight)
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)

@@ -21,6 +21,7 @@ from atelier.methods.mcld.train import MCLDConfig
 from atelier.metrics.matching import match_files, read_pairs
 from atelier.registry import build_task, load_config
 from atelier.training.loop import train
+from tests.helpers import assert_same_trainable
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-mcld.yaml"
 
@@ -73,11 +74,7 @@ def test_mcld_training_resumes_exactly(trained_run, mcld_root, tiny_model_dir, t
     cfg = load_config(CONFIG, _overrides(mcld_root, tiny_model_dir))
     train(build_task(cfg), cfg.train, tmp_path / "run", config=cfg, stop_after=1)
     train(build_task(copy.deepcopy(cfg)), cfg.train, tmp_path / "run", config=cfg, resume=True)
-    resumed = load_file(str(tmp_path / "run" / "checkpoints" / "step-0000002" / "trainable.safetensors"))
-    straight = load_file(str(trained_run / "checkpoints" / "step-0000002" / "trainable.safetensors"))
-    assert resumed.keys() == straight.keys() and any(k.startswith("face_projector.") for k in straight)
-    for name in straight:
-        torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=0, msg=name)
+    assert_same_trainable(tmp_path / "run", trained_run, 2, "face_projector.")
 
 
 def test_the_saved_folder_reloads_to_identical_images(mcld_root, tiny_model_dir, tmp_path):

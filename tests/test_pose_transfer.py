@@ -15,6 +15,7 @@ from atelier.methods.cfld.sample import cfld_guidance, guided_noise
 from atelier.metrics.matching import match_files, read_pairs
 from atelier.registry import build_task, load_config
 from atelier.training.loop import train
+from tests.helpers import assert_same_trainable
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-pose.yaml"
 
@@ -70,11 +71,7 @@ def test_pose_training_resumes_exactly(trained_run, synth_root, tiny_model_dir, 
     cfg = load_config(CONFIG, _overrides(synth_root, tiny_model_dir))
     train(build_task(cfg), cfg.train, tmp_path / "run", config=cfg, stop_after=1)
     train(build_task(copy.deepcopy(cfg)), cfg.train, tmp_path / "run", config=cfg, resume=True)
-    resumed = load_file(str(tmp_path / "run" / "checkpoints" / "step-0000002" / "trainable.safetensors"))
-    straight = load_file(str(trained_run / "checkpoints" / "step-0000002" / "trainable.safetensors"))
-    assert resumed.keys() == straight.keys() and any(k.startswith("unet.up_blocks") for k in straight)
-    for name in straight:
-        torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=0, msg=name)
+    assert_same_trainable(tmp_path / "run", trained_run, 2, "unet.up_blocks")
 
 
 def test_pose_transfer_one_image_and_a_test_set(trained_run, synth_root, tmp_path):

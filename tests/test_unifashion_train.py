@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from atelier.cli import main
 from atelier.errors import UserError
 from atelier.registry import build_task, load_config
 from atelier.training.loop import train
+from tests.helpers import assert_same_trainable
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-retrieval.yaml"
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -60,11 +60,7 @@ def test_pretrain_resumes_exactly(pretrained, retrieval_root, tmp_path):
     cfg = load_config(CONFIG, overrides(retrieval_root))
     train(build_task(cfg), cfg.train, tmp_path / "run", config=cfg, stop_after=1)
     train(build_task(copy.deepcopy(cfg)), cfg.train, tmp_path / "run", config=cfg, resume=True)
-    resumed = load_file(str(tmp_path / "run" / "checkpoints" / "step-0000002" / "trainable.safetensors"))
-    straight = load_file(str(pretrained / "checkpoints" / "step-0000002" / "trainable.safetensors"))
-    assert resumed.keys() == straight.keys() and any(k.startswith("captioner.") for k in straight)
-    for name in straight:
-        torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=0, msg=name)
+    assert_same_trainable(tmp_path / "run", pretrained, 2, "captioner.")
 
 
 def test_composed_phase_continues_from_the_pretrained_model(pretrained, retrieval_root, tmp_path):

@@ -249,3 +249,14 @@ def load_module_strict(module, state: dict, source: str, what: str) -> None:
                     f"shapes differ: {wrong[:3]}" if wrong else "")
         raise UserError(f"{source}: does not fit {what}: {'; '.join(p for p in problems if p)}")
     module.load_state_dict(state)
+
+
+def rename_key(name: str, renames) -> str | None:
+    """`name` under the first (regex pattern, replacement) of `renames` that matches it; None when none does. What the
+    release loaders share to map a published state dict's names onto atelier's modules."""
+    import re
+
+    for pattern, replacement in renames:
+        if re.match(pattern, name):
+            return re.sub(pattern, replacement, name)
+    return None

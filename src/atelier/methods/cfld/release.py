@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from atelier.errors import UserError
+from atelier.weights import rename_key
 
 logger = logging.getLogger(__name__)
 
@@ -65,13 +66,11 @@ def swin_official_to_transformers(state: dict[str, torch.Tensor]) -> dict[str, t
             for part, chunk in zip(("q", "k", "v"), tensor.chunk(3, dim=0)):
                 mapped[f"encoder.layers.{stage}.blocks.{block}.attention.{part}_proj.{kind}"] = chunk
             continue
-        for pattern, replacement in _RENAMES:
-            if re.match(pattern, name):
-                mapped[re.sub(pattern, replacement, name)] = tensor
-                break
-        else:
+        renamed = rename_key(name, _RENAMES)
+        if renamed is None:
             raise UserError(f"Swin weights: unexpected key {name!r}; expected the official Swin layout "
                             "(patch_embed.*, layers.N.blocks.M.*, layers.N.downsample.*)")
+        mapped[renamed] = tensor
     return mapped
 
 

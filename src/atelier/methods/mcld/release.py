@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from atelier.errors import UserError
+from atelier.weights import rename_key
 
 DENOISING, REFERENCE, POSE_GUIDER = "denoising_unet.pth", "reference_unet.pth", "pose_guider.pth"
 PROJECTOR_NAMES = ("image_proj_model.pth", "image_projector.pth")  # the loader's name first, then the README's
@@ -61,12 +62,11 @@ def projector_release_to_atelier(state: dict[str, torch.Tensor], source: str) ->
             mapped[f"layers.{fused.group(1)}.attention.to_k.weight"] = key
             mapped[f"layers.{fused.group(1)}.attention.to_v.weight"] = value
             continue
-        for pattern, replacement in _PROJECTOR_RENAMES:
-            if re.match(pattern, name):
-                mapped[re.sub(pattern, replacement, name)] = tensor
-                break
-        else:
+        renamed = rename_key(name, _PROJECTOR_RENAMES)
+        if renamed is None:
             stray.append(name)
+        else:
+            mapped[renamed] = tensor
     if stray:
         raise UserError(f"{source}: {len(stray)} unexpected keys (first: {stray[:3]}); expected the Perceiver resampler "
                         "of IP-Adapter (latents, proj_in.*, layers.N.0.*, layers.N.1.*, proj_out.*, norm_out.*)")
