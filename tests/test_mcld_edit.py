@@ -9,6 +9,7 @@ import torch
 
 from atelier.cli import main
 from atelier.data.transforms import load_image_tensor
+from atelier.data.uv_texture import smpl_part_mask
 from atelier.diffusion.encode import encode_images
 from atelier.diffusion.speed import SpeedConfig
 from atelier.methods.mcld import sample
@@ -88,9 +89,12 @@ def _capture(monkeypatch) -> dict:
 
 
 def _expected(model, appearance: Path, face: Path, pose: Path) -> dict:
-    """The conditions of `appearance`'s image and texture, `face`'s embedding and `pose`'s IUV, as the network gets them."""
+    """The conditions of `appearance`'s image and texture (its head `face`'s), `face`'s embedding and `pose`'s IUV, as
+    the network gets them."""
     config = model.config
     texture = read_texture(condition_paths(appearance)["texture"], config.texture_size)[None]
+    head = torch.tensor(smpl_part_mask((23, 24), config.texture_size))
+    texture = torch.where(head, read_texture(condition_paths(face)["texture"], config.texture_size)[None], texture)
     return {"pose_iuv": read_pose_iuv(condition_paths(pose)["densepose"], config.image_size)[0][None],
             "source_clip": model.clip((load_image_tensor(appearance, config.image_size)[None] + 1) / 2),
             "texture_clip": model.clip((texture + 1) / 2),
@@ -110,8 +114,8 @@ def test_each_swapped_condition_is_the_donors_and_the_rest_the_persons(model, pe
         torch.testing.assert_close(seen[name].float(), value.float(), msg=name)
     # the donors differ from A in what was swapped (else the check above proves nothing)
     own = _expected(model, people["A"], people["A"], people["A"])
-    for name, key in (("texture_latent", 0), ("face", 1), ("pose_iuv", 2)):
-        assert torch.equal(expected[name], own[name]) == (donors[key] == "A"), name
+    for name, keys in (("texture_latent", (0, 1)), ("face", (1,)), ("pose_iuv", (2,))):
+        assert torch.equal(expected[name], own[name]) == all(donors[key] == "A" for key in keys), name
 
 
 def test_edit_needs_a_donor(run, people, tmp_path):

@@ -18,8 +18,9 @@ Every image is a photo of a DeepFashion-layout folder (<root>/<split>_highres/<n
 <split>_densepose/<name>.png (DensePose IUV), <split>_texture/<name>.png (UV texture), <split>_face/<name>.npy (face
 embedding), written by `atelier prepare-conditions` (or `atelier synth --conditions`); the people may come from
 different folders. What each condition is taken from:
-  appearance (the image's CLIP token, its texture map and the reference UNet's tokens of it): --clothes-from, else --person
-  face embedding: --face-from, else --person's (zeros when --person has none: no face found)
+  appearance (the image's CLIP token, its texture map but the head): --clothes-from, else --person
+  face (the embedding, and the head's texels of the texture map): --face-from, else --person's (embedding zeros when
+  the file is missing: no face found)
   target pose (the IUV image): --pose-from, else --person's own
 Give at least one of the three. Written: OUT/<person's name>.png, OUT/preview/grid.png (person / donors / output)
 and OUT/settings.json; an existing output is kept unless --overwrite. DDIM, 20 steps and --guidance-scale 3.5 by
@@ -67,6 +68,8 @@ def _check_files(args: argparse.Namespace) -> dict[str, Path]:
         open_rgb(image)  # missing or unreadable: refused now, naming the file
     needed = [(condition_paths(images["clothes"])["texture"], f"the UV texture map of the {_whose(args, 'clothes_from')}"),
               (condition_paths(images["pose"])["densepose"], f"the DensePose IUV image of the {_whose(args, 'pose_from')}")]
+    if images["face"] != images["clothes"]:  # the head of the texture map comes from the face's owner
+        needed.append((condition_paths(images["face"])["texture"], f"the UV texture map of the {_whose(args, 'face_from')}"))
     if args.face_from:  # asked for a face: a missing file would silently mean "no face"
         needed.append((condition_paths(images["face"])["face"], "the face embedding of the --face-from person"))
     for path, what in needed:

