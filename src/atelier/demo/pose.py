@@ -15,7 +15,6 @@ demo data holds (10 held-out identities x 4 poses, every ordered pair of two pos
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,8 @@ from atelier.training.losses import DiffusionLossConfig
 SAMPLING = {"steps": 6, "scheduler": "ddim", "pose_scale": 2.0, "full_scale": 2.0, "seed": 0}
 PAIR_STRIDE = 2  # score every 2nd test pair (60 of 120; at all 120 the checks' p-values were 1e-20 to 1e-5)
 METRICS = ("ssim", "ssim_256", "psnr", "lpips", "fid")
+METHODS = {"cfld": "CFLD (tiny, trained here)", "copy_source": "baseline: copy the source image",
+           "paint_colours": "baseline: source colours painted on the target skeleton"}
 TORSO = (2, 5, 11, 8)  # right shoulder, left shoulder, left hip, right hip
 
 
@@ -96,17 +97,15 @@ def paint_colours(source: Image.Image, source_keypoints: np.ndarray, target_keyp
     return canvas
 
 
-def _write_methods(ctx: DemoContext, model, pairs: PosePairs, sampling: dict) -> dict[str, Path]:
-    """Outputs of CFLD and both baselines for every test pair, one folder per method (rewritten each run)."""
+def _write_methods(ctx: DemoContext, run: Path, pairs: PosePairs, sampling: dict, folder: Path) -> None:
+    """Outputs of CFLD and both baselines for every test pair, one folder per method under `folder`."""
     from atelier.data.transforms import open_rgb
+    from atelier.methods.cfld.model import load_pose_model
     from atelier.methods.cfld.sample import output_name, transfer_pairs
     from atelier.utils.io import save_image
 
-    folders = {name: ctx.out / "pose" / name for name in ("cfld", "copy_source", "paint_colours")}
-    for folder in folders.values():
-        shutil.rmtree(folder, ignore_errors=True)
-    indices = list(range(len(pairs)))
-    batches = transfer_pairs(model, pairs, indices, batch_size=40, **sampling)
+    folders = {name: folder / name for name in METHODS}
+    batches = transfer_pairs(load_pose_model(run), pairs, list(range(len(pairs))), batch_size=40, **sampling)
     for items, images in ctx.timed("sample test pairs", lambda: list(batches)):
         for item, image in zip(items, images):
             save_image(image, folders["cfld"] / output_name(item.source_name, item.target_name))
@@ -116,7 +115,35 @@ def _write_methods(ctx: DemoContext, model, pairs: PosePairs, sampling: dict) ->
         save_image(photo, folders["copy_source"] / output_name(source, target))
         painted = paint_colours(photo, annotations[source], annotations[target], pairs.split.frame_hw)
         save_image(painted, folders["paint_colours"] / output_name(source, target))
-    return folders
+
+
+def test_pairs(ctx: DemoContext) -> PosePairs:
+    """The scored test pairs: every held-out identity, every second of its pairs (--fast: 4 pairs)."""
+    split = load_pairs(ctx.data / "deepfashion", "test")
+    pairs = PosePairs(split, ctx.resolution, ctx.resolution, ctx.resolution, max_pairs=ctx.pick(None, 4))
+    pairs.pairs = pairs.pairs[::PAIR_STRIDE]  # every held-out identity, half its pairs: the stage's sampling time halved
+    return pairs
+
+
+def ensure_pose_outputs(ctx: DemoContext) -> tuple[PosePairs, dict[str, Path], dict]:
+    """(the test pairs, {method: folder of its outputs} for CFLD and both baselines, CFLD's sampling settings), cached
+    under OUT/pose/outputs with the trained run's stamp (the mcld stage scores the same files)."""
+    run, _ = ensure_pose_run(ctx)
+    pairs = test_pairs(ctx)
+    sampling = {**SAMPLING, "steps": ctx.pick(SAMPLING["steps"], 2)}
+    key = {"run": ctx.stamps("pose/run"), "sampling": sampling, "pairs": pairs.pairs}
+    folder = cached(ctx.out / "pose" / "outputs", key, lambda out: _write_methods(ctx, run, pairs, sampling, out))
+    return pairs, {name: folder / name for name in METHODS}, sampling
+
+
+def score_folders(ctx: DemoContext, folders: dict[str, Path], split) -> dict[str, dict]:
+    """Each method's `evaluate` report under the cfld protocol, per image (timed as "score <method>")."""
+    from atelier.metrics.evaluate import evaluate
+
+    root = ctx.data / "deepfashion"
+    return {name: ctx.timed(f"score {name}", lambda f=folder: evaluate("cfld", f, split.image_dir, root / "train_highres",
+                                                                    split.pairs_file, workers=2, per_image=True))
+            for name, folder in folders.items()}
 
 
 def _grid(pairs: PosePairs, folders: dict[str, Path], rows: int = 8) -> list[list[Image.Image]]:
@@ -166,24 +193,13 @@ def pose_summary(cfg: PoseConfig, count: int, ssim: dict[str, float], psnr: dict
 
 def run_pose(ctx: DemoContext) -> StageResult:
     """Train (or reuse) the tiny CFLD, transfer every test pair, score it and both baselines with the cfld protocol."""
-    from atelier.methods.cfld.model import load_pose_model
-    from atelier.metrics.evaluate import evaluate
-
     run, cfg = ensure_pose_run(ctx)
-    root = ctx.data / "deepfashion"
-    split = load_pairs(root, "test")
-    pairs = PosePairs(split, ctx.resolution, ctx.resolution, ctx.resolution, max_pairs=ctx.pick(None, 4))
-    pairs.pairs = pairs.pairs[::PAIR_STRIDE]  # every held-out identity, half its pairs: the stage's sampling time halved
-    sampling = {**SAMPLING, "steps": ctx.pick(SAMPLING["steps"], 2)}
-    folders = _write_methods(ctx, load_pose_model(run), pairs, sampling)
-    labels = {"cfld": "CFLD (tiny, trained here)", "copy_source": "baseline: copy the source image",
-              "paint_colours": "baseline: source colours painted on the target skeleton"}
-    reports = {name: ctx.timed(f"score {name}", lambda f=folder: evaluate("cfld", f, split.image_dir, root / "train_highres",
-                                                                        split.pairs_file, workers=2, per_image=True))
-               for name, folder in folders.items()}
+    pairs, folders, sampling = ensure_pose_outputs(ctx)
+    split = pairs.split
+    reports = score_folders(ctx, folders, split)
     names = [row["name"] for row in reports["cfld"]["per_image"]]
     scores = {name: per_pair(report, names) for name, report in reports.items()}
-    rows = [{"method": labels[name], **{key: _shown(report["metrics"].get(key)) for key in METRICS}}
+    rows = [{"method": METHODS[name], **{key: _shown(report["metrics"].get(key)) for key in METRICS}}
             for name, report in reports.items()]
     ssim = {name: report["metrics"]["ssim"] for name, report in reports.items()}
     psnr = {name: report["metrics"]["psnr"] for name, report in reports.items()}
