@@ -13,7 +13,7 @@ from tests.helpers import run_command
 
 pytestmark = pytest.mark.usefixtures("isolated_cache", "one_thread")
 
-STAGES = ("base", "style", "pose", "illustrate", "retrieval")
+STAGES = ("base", "style", "pose", "mcld", "illustrate", "retrieval")
 
 
 def test_fast_demo_reports_every_stage(tmp_path):
@@ -45,8 +45,8 @@ def test_fast_demo_reports_every_stage(tmp_path):
     assert len(verdicts) == lines
     for claim, margin, end in verdicts:  # every single test shows its interval and sign test beside the verdict
         assert end == "<ul" or ("95% CI" in margin and " p=" in margin), claim
-    for image in ("base/heldout_grid.png", "style/translations.png", "pose/test_grid.png", "illustrate/comparison.png",
-                  "retrieval/composed_grid.png"):
+    for image in ("base/heldout_grid.png", "style/translations.png", "pose/test_grid.png", "mcld/test_grid.png",
+                  "mcld/edit_grid.png", "illustrate/comparison.png", "retrieval/composed_grid.png"):
         assert f"<img src='{image}'>" in page and (out / image).is_file(), image
     rows = [row["images"] for row in numbers["illustrate"]["tables"][0]["rows"]]
     assert f"style LoRA translation (SDEdit {TRANSLATE['strength']}, prompt)" in rows  # the label is the strength run
@@ -81,6 +81,7 @@ def test_full_demo_settings_are_unchanged(tmp_path):
     from atelier.demo.base_model import base_configs
     from atelier.demo.context import DEMO_DATA, DemoContext
     from atelier.demo.illustrate import dual_lora_config
+    from atelier.demo.mcld import mcld_config
     from atelier.demo.pose import pose_config
     from atelier.demo.style import style_config
 
@@ -88,9 +89,10 @@ def test_full_demo_settings_are_unchanged(tmp_path):
     vae, unet = base_configs(ctx, Path("data"), Path("vae-data"))
     lora = style_config(ctx, Path("data"), Path("base"))
     pose, dual = pose_config(ctx, Path("base")), dual_lora_config(ctx, Path("data"), Path("base"), Path("lora"))
-    steps = [(cfg.train.max_steps, cfg.train.batch_size) for cfg in (vae, unet, lora, pose, dual)]
-    assert steps == [(2000, 4), (700, 16), (60, 16), (150, 8), (100, 8)]
-    assert (lora.sample.steps, pose.sample.steps, dual.sample.count, dual.sample.steps) == (20, 6, 4, 20)
+    mcld = mcld_config(ctx, Path("base"))
+    steps = [(cfg.train.max_steps, cfg.train.batch_size) for cfg in (vae, unet, lora, pose, mcld, dual)]
+    assert steps == [(2000, 4), (700, 16), (40, 16), (150, 8), (150, 8), (70, 8)]
+    assert (lora.sample.steps, pose.sample.steps, mcld.sample.steps, dual.sample.count, dual.sample.steps) == (20, 6, 6, 4, 20)
     assert DEMO_DATA == {"identities": 48, "poses_per_identity": 4, "size": (176, 256), "seed": 0, "test_fraction": 0.2}
     from atelier.demo import retrieval
 

@@ -136,3 +136,13 @@ def test_pose_transfer_mcld_writes_cfld_named_outputs(trained_run, mcld_root, tm
                  str(mcld_root / "test_highres" / f"{source}.jpg"), "--target-pose",
                  str(mcld_root / "test_highres" / f"{target}.jpg"), "--steps", "2", "--out", str(one)]) == 0
     assert (one / f"{source}_2_{target}.png").is_file()
+
+
+def test_the_tiny_config_is_what_the_demo_trains():
+    from atelier.config import to_dict
+    from atelier.demo.context import DemoContext
+    from atelier.demo.mcld import mcld_config
+
+    written = load_config(CONFIG)
+    demo = mcld_config(DemoContext(out=Path(written.data.root).parent.parent), Path(written.model.base))
+    assert to_dict(written) == to_dict(demo)

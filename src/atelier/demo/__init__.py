@@ -18,12 +18,13 @@ logger = logging.getLogger(__name__)
 def _stages() -> dict[str, Callable[[DemoContext], StageResult]]:
     from atelier.demo.base import run_base
     from atelier.demo.illustrate import run_illustrate
+    from atelier.demo.mcld import run_mcld
     from atelier.demo.pose import run_pose
     from atelier.demo.retrieval import run_retrieval
     from atelier.demo.style import run_style
     from atelier.demo.tryon import run_design, run_tryon
 
-    return {"base": run_base, "style": run_style, "pose": run_pose, "illustrate": run_illustrate, "retrieval": run_retrieval,
+    return {"base": run_base, "style": run_style, "pose": run_pose, "mcld": run_mcld, "illustrate": run_illustrate, "retrieval": run_retrieval,
             "tryon": run_tryon, "design": run_design}
 
 

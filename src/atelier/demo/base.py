@@ -29,7 +29,7 @@ from atelier.diffusion.components import SDComponents, build_tiny_components, em
 from atelier.diffusion.encode import encode_images, encode_prompts
 from atelier.metrics.per_image import balanced_hits, colour_hits, garment_type, psnr_per_image
 
-HELDOUT_DATA = {"identities": 48, "poses_per_identity": 2, "size": (176, 256), "seed": 3, "test_fraction": 0.5}
+HELDOUT_DATA = {"identities": 32, "poses_per_identity": 2, "size": (176, 256), "seed": 3, "test_fraction": 0.5}
 VAE_PSNR, THUMBNAIL_PSNR = "VAE round trip PSNR dB", "baseline: latent-grid thumbnail PSNR dB"
 LOSS = "held-out denoising MSE (lower is better)"
 HIT, TYPE = "caption colour hit rate", "garment type hit rate (class-balanced; chance 50%)"

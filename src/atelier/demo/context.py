@@ -107,5 +107,5 @@ def synthesized(ctx: DemoContext, name: str, settings: dict[str, Any], fast: dic
 
 
 def ensure_data(ctx: DemoContext) -> Path:
-    """FashionSynth for the demo (cached under OUT/data)."""
-    return synthesized(ctx, "data", DEMO_DATA, FAST_DATA)
+    """FashionSynth for the demo, with MCLD's conditions (cached under OUT/data)."""
+    return synthesized(ctx, "data", {**DEMO_DATA, "conditions": True}, FAST_DATA)

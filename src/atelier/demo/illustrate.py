@@ -3,7 +3,7 @@
 Trained (cached under OUT/illustrate): task `dual-lora` on the training identities' photo/illustration pairs, on the
 demo's base, its illustration LoRA started from the style stage's LoRA (so the comparison measures what the paired
 training and the Uni-adapter add), the real LoRA and the two T2I-Adapters (RGB + XDoG sketch) from scratch;
-100 steps of 8 pairs, lr 5e-3, timesteps drawn in [0, 700) (the range strength 0.7 samples; our choice).
+70 steps of 8 pairs, lr 5e-3, timesteps drawn in [0, 700) (the range strength 0.7 samples; our choice).
 Translated: the photos of the held-out identities, by
 - the style LoRA with the style stage's SDEdit recipe (`TRANSLATE` in demo/style.py: strength 0.2, 16 DDIM steps,
   guidance 3, prompt "an illustration, <caption>"; the row's label is made from the strength used);
@@ -54,7 +54,7 @@ UNI, ABLATION = "Uni-DlLoRA (adapters + illustration LoRA)", "Uni-DlLoRA without
 
 def dual_lora_config(ctx: DemoContext, data: Path, base: Path, style_lora: Path) -> DualLoraConfig:
     """Paired training on the training identities, the illustration LoRA started from the style stage's LoRA."""
-    style, steps = data / "style", ctx.pick(100, 2)
+    style, steps = data / "style", ctx.pick(70, 2)
     return DualLoraConfig(
         model=ModelConfig(base=str(base)),
         data=PairedDataConfig(real_root=str(style / "photo"), illustration_root=str(style / "illustration"),

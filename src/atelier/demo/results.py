@@ -88,8 +88,16 @@ def paired_beats(claim: str, ours: Sequence[float], theirs: Sequence[float], low
 
 def all_of(claim: str, parts: list[Check]) -> Check:
     """One check that passes when every part does; its margin lists the parts' claims and margins."""
-    return Check(claim, all(part.passed for part in parts), "; ".join(f"{part.claim}: {part.margin}" for part in parts),
-                 parts=parts)
+    return Check(claim, all(part.passed for part in parts), _margins(parts), parts=parts)
+
+
+def any_of(claim: str, parts: list[Check]) -> Check:
+    """One check that passes when at least one part does; its margin lists the parts' claims and margins."""
+    return Check(claim, any(part.passed for part in parts), _margins(parts), parts=parts)
+
+
+def _margins(parts: list[Check]) -> str:
+    return "; ".join(f"{part.claim}: {part.margin}" for part in parts)
 
 
 def spread(items: Sequence[Any], count: int) -> list[Any]:

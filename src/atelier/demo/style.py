@@ -58,7 +58,7 @@ OTHER = f"inversion {INVERT['strength']} with the style LoRA, against another pe
 def style_config(ctx: DemoContext, data: Path, base: Path) -> StyleLoraConfig:
     """The style LoRA's config (illustrations of the training identities; configs/tiny-style-lora.yaml holds it)."""
     style = data / "style"
-    lora_steps, batch = ctx.pick(60, 2), ctx.pick(16, 2)
+    lora_steps, batch = ctx.pick(40, 2), ctx.pick(16, 2)
     return StyleLoraConfig(
         model=ModelConfig(base=str(base)),
         data=CaptionedDataConfig(root=str(style / "illustration"), list_file=str(style / "train.lst"), caption_prefix=PREFIX,
