@@ -108,3 +108,32 @@ def assert_same_trainable(run: Path, other: Path, step: int, prefix: str) -> Non
     assert resumed.keys() == straight.keys() and any(k.startswith(prefix) for k in straight)
     for key in straight:
         torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
+
+
+def quick_overrides(model_dir: Path, data_root: Path, steps: int = 2, *extra: str) -> list[str]:
+    """`atelier train` overrides for a few steps of a tiny model on a test dataset: batch 2, a checkpoint and a log line
+    every step, 2 sampling steps (then `extra`)."""
+    return [f"model.base={model_dir}", f"data.root={data_root}", f"train.max_steps={steps}", "train.batch_size=2",
+            "train.checkpoint_every=1", "train.log_every=1", "sample.steps=2", *extra]
+
+
+def train_run(config: Path, overrides: list[str], out: Path) -> Path:
+    """Train `config` with `overrides` into `out` through the CLI (asserting success); return `out`."""
+    from atelier.cli import main
+
+    assert main(["train", str(config), *overrides, "--out", str(out)]) == 0
+    return out
+
+
+def assert_resumes_exactly(config: Path, overrides: list[str], out: Path, uninterrupted: Path, prefix: str) -> None:
+    """Train `config` 1 step into `out`, stop, resume to its end in a fresh task: the trainable weights at step 2 equal
+    those of `uninterrupted` (the same settings trained without a stop), and some start with `prefix`."""
+    import copy
+
+    from atelier.registry import build_task, load_config
+    from atelier.training.loop import train
+
+    cfg = load_config(config, overrides)
+    train(build_task(cfg), cfg.train, out, config=cfg, stop_after=1)
+    train(build_task(copy.deepcopy(cfg)), cfg.train, out, config=cfg, resume=True)
+    assert_same_trainable(out, uninterrupted, 2, prefix)

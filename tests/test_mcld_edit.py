@@ -16,7 +16,7 @@ from atelier.methods.mcld import sample
 from atelier.methods.mcld.data import condition_paths, read_face, read_pose_iuv, read_texture
 from atelier.methods.mcld.model import load_mcld_model
 from atelier.methods.mcld.network import MCLDNet
-from tests.helpers import cli_outcome
+from tests.helpers import cli_outcome, quick_overrides, train_run
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-mcld.yaml"
 
@@ -26,11 +26,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run 
 @pytest.fixture(scope="module")
 def run(mcld_root, tiny_model_dir, tmp_path_factory):
     """A one-step tiny MCLD run."""
-    run = tmp_path_factory.mktemp("mcld-edit") / "run"
-    overrides = [f"model.base={tiny_model_dir}", f"data.root={mcld_root}", "train.max_steps=1", "train.batch_size=2",
-                 "train.checkpoint_every=1", "train.log_every=1", "sample.steps=2", "data.max_pairs=4"]
-    assert main(["train", str(CONFIG), *overrides, "--out", str(run)]) == 0
-    return run
+    overrides = quick_overrides(tiny_model_dir, mcld_root, 1, "data.max_pairs=4")
+    return train_run(CONFIG, overrides, tmp_path_factory.mktemp("mcld-edit") / "run")
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from atelier.methods.mcld.train import MCLDConfig
 from atelier.metrics.matching import match_files, read_pairs
 from atelier.registry import build_task, load_config
 from atelier.training.loop import train
-from tests.helpers import assert_same_trainable
+from tests.helpers import assert_resumes_exactly, quick_overrides, train_run
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-mcld.yaml"
 
@@ -29,15 +29,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run 
 
 
 def _overrides(root, tiny_model_dir, steps=2):
-    return [f"model.base={tiny_model_dir}", f"data.root={root}", f"train.max_steps={steps}", "train.batch_size=2",
-            "train.checkpoint_every=1", "train.log_every=1", "sample.steps=2", "data.max_pairs=4"]
+    return quick_overrides(tiny_model_dir, root, steps, "data.max_pairs=4")
 
 
 @pytest.fixture(scope="module")
 def trained_run(mcld_root, tiny_model_dir, tmp_path_factory):
-    run = tmp_path_factory.mktemp("mcld") / "run"
-    assert main(["train", str(CONFIG), *_overrides(mcld_root, tiny_model_dir), "--out", str(run)]) == 0
-    return run
+    return train_run(CONFIG, _overrides(mcld_root, tiny_model_dir), tmp_path_factory.mktemp("mcld") / "run")
 
 
 def test_the_paper_recipe_is_the_default():
@@ -71,10 +68,7 @@ def test_train_writes_the_mcld_folder_with_the_trained_schedule(trained_run):
 
 
 def test_mcld_training_resumes_exactly(trained_run, mcld_root, tiny_model_dir, tmp_path):
-    cfg = load_config(CONFIG, _overrides(mcld_root, tiny_model_dir))
-    train(build_task(cfg), cfg.train, tmp_path / "run", config=cfg, stop_after=1)
-    train(build_task(copy.deepcopy(cfg)), cfg.train, tmp_path / "run", config=cfg, resume=True)
-    assert_same_trainable(tmp_path / "run", trained_run, 2, "face_projector.")
+    assert_resumes_exactly(CONFIG, _overrides(mcld_root, tiny_model_dir), tmp_path / "run", trained_run, "face_projector.")
 
 
 def test_the_saved_folder_reloads_to_identical_images(mcld_root, tiny_model_dir, tmp_path):

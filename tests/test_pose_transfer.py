@@ -1,6 +1,5 @@
 """CFLD sampling and training end to end at tiny size: guidance, `atelier train` (pose), resume, `atelier pose-transfer`."""
 
-import copy
 import json
 from pathlib import Path
 
@@ -13,9 +12,8 @@ from atelier.diffusion.components import build_tiny_components
 from atelier.methods.cfld.network import CFLD, tiny_cfld_config
 from atelier.methods.cfld.sample import cfld_guidance, guided_noise
 from atelier.metrics.matching import match_files, read_pairs
-from atelier.registry import build_task, load_config
-from atelier.training.loop import train
-from tests.helpers import assert_same_trainable
+from atelier.registry import load_config
+from tests.helpers import assert_resumes_exactly, quick_overrides, train_run
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-pose.yaml"
 
@@ -48,15 +46,12 @@ def test_guidance_with_equal_scales_is_plain_classifier_free_guidance():
 
 
 def _overrides(synth_root, tiny_model_dir, steps=2):
-    return [f"model.base={tiny_model_dir}", f"data.root={synth_root / 'deepfashion'}", f"train.max_steps={steps}",
-            "train.batch_size=2", "train.checkpoint_every=1", "train.log_every=1", "sample.steps=2"]
+    return quick_overrides(tiny_model_dir, synth_root / "deepfashion", steps)
 
 
 @pytest.fixture(scope="module")
 def trained_run(synth_root, tiny_model_dir, tmp_path_factory):
-    run = tmp_path_factory.mktemp("pose") / "run"
-    assert main(["train", str(CONFIG), *_overrides(synth_root, tiny_model_dir), "--out", str(run)]) == 0
-    return run
+    return train_run(CONFIG, _overrides(synth_root, tiny_model_dir), tmp_path_factory.mktemp("pose") / "run")
 
 
 def test_train_pose_writes_a_loadable_cfld_folder(trained_run):
@@ -68,10 +63,7 @@ def test_train_pose_writes_a_loadable_cfld_folder(trained_run):
 
 
 def test_pose_training_resumes_exactly(trained_run, synth_root, tiny_model_dir, tmp_path):
-    cfg = load_config(CONFIG, _overrides(synth_root, tiny_model_dir))
-    train(build_task(cfg), cfg.train, tmp_path / "run", config=cfg, stop_after=1)
-    train(build_task(copy.deepcopy(cfg)), cfg.train, tmp_path / "run", config=cfg, resume=True)
-    assert_same_trainable(tmp_path / "run", trained_run, 2, "unet.up_blocks")
+    assert_resumes_exactly(CONFIG, _overrides(synth_root, tiny_model_dir), tmp_path / "run", trained_run, "unet.up_blocks")
 
 
 def test_pose_transfer_one_image_and_a_test_set(trained_run, synth_root, tmp_path):

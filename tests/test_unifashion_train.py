@@ -3,7 +3,6 @@ loadable outputs (the retrieval model and the captioner), and the config's refus
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -13,8 +12,7 @@ import torch
 from atelier.cli import main
 from atelier.errors import UserError
 from atelier.registry import build_task, load_config
-from atelier.training.loop import train
-from tests.helpers import assert_same_trainable
+from tests.helpers import assert_resumes_exactly
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny-retrieval.yaml"
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -57,10 +55,7 @@ def test_pretrain_writes_a_loadable_model_and_captioner(pretrained):
 
 
 def test_pretrain_resumes_exactly(pretrained, retrieval_root, tmp_path):
-    cfg = load_config(CONFIG, overrides(retrieval_root))
-    train(build_task(cfg), cfg.train, tmp_path / "run", config=cfg, stop_after=1)
-    train(build_task(copy.deepcopy(cfg)), cfg.train, tmp_path / "run", config=cfg, resume=True)
-    assert_same_trainable(tmp_path / "run", pretrained, 2, "captioner.")
+    assert_resumes_exactly(CONFIG, overrides(retrieval_root), tmp_path / "run", pretrained, "captioner.")
 
 
 def test_composed_phase_continues_from_the_pretrained_model(pretrained, retrieval_root, tmp_path):
