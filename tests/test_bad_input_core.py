@@ -150,6 +150,7 @@ ROWS = [
     pytest.param(lambda ws: ["demo", "--out", str(ws.file)], 2, ["--out", "file.txt", "is a file"], id="demo-out-is-file"),
     pytest.param(lambda ws: ["demo", "--out", str(ws.file / "demo")], 2, ["--out", "file.txt"], id="demo-out-under-file"),
     pytest.param(lambda ws: ["demo", "--fastest"], 2, ["--fastest"], id="demo-unknown-flag"),
+    pytest.param(lambda ws: ["demo", "--workers", "0"], 2, ["--workers 0", ">= 1"], id="demo-no-workers"),
     # config files
     pytest.param(lambda ws: ["train", ws.at("missing.yaml")], 2, ["missing.yaml not found"], id="config-missing"),
     pytest.param(lambda ws: ["train", ws.at("folder.yaml")], 2, ["folder.yaml is a folder, expected a YAML file"],

@@ -113,3 +113,29 @@ def test_missed_base_targets_are_named_with_their_numbers_and_why():
     assert len(note) == 1 and note[0].endswith(SHORTFALL)
     assert "photos, dB PSNR 27.91 (goal >= 28)" in note[0] and "caption-blind colour hit rate 0.25 (goal <= 0.2)" in note[0]
     assert "caption colour hit rate" not in note[0].replace("caption-blind colour hit rate", "")
+
+
+def _build_once(folder: str, log: str) -> str:
+    """A cached product whose build takes a while and notes each build in `log` (run in two processes at once)."""
+    import time
+
+    from atelier.demo.context import cached
+
+    def build(path: Path) -> None:
+        with open(log, "a") as handle:
+            handle.write("built\n")
+        time.sleep(1.0)
+        (path / "product.txt").write_text("done")
+
+    return (cached(Path(folder), {"k": 1}, build) / "product.txt").read_text()
+
+
+def test_stages_side_by_side_build_a_shared_product_once(tmp_path):
+    """Two demo workers needing the same cached folder: one builds it under its lock, the other waits and reuses it."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    log = tmp_path / "builds.log"
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        done = list(pool.map(_build_once, [str(tmp_path / "data")] * 2, [str(log)] * 2))
+    assert done == ["done", "done"] and log.read_text() == "built\n"

@@ -24,6 +24,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--fast", action="store_true",
                         help="tiny data, 2 training steps per model, 4 held-out images: checks the wiring in about a "
                              "minute (tests/test_demo.py); numbers not meaningful")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="stages run side by side in N processes sharing the CPU cores (default: one per core, "
+                             "at most 4); 1 runs them one after another in this process")
     parser.add_argument("--from-scratch", action="store_true",
                         help="train the tiny base model in the demo (64x48, about 8 minutes on 2 cores) instead of "
                              "starting from the embedded FashionSynth base (96x64)")
@@ -38,7 +41,10 @@ def run(args: argparse.Namespace) -> int:
     unknown = [t for t in args.task or [] if t not in task_names()]
     if unknown:
         raise UserError(f"--task {unknown[0]!r}: expected one of {', '.join(task_names())}")
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers {args.workers}: expected a whole number >= 1 (1 runs the stages one at a time)")
     check_folder_path(args.out, "--out")  # a file there, or no write permission: say so before minutes of work
-    report = run_demo(args.out, args.task, fast=args.fast, from_scratch=args.from_scratch)
+    report = run_demo(args.out, args.task, fast=args.fast, from_scratch=args.from_scratch,
+                      workers=args.workers)
     print(f"report: {report}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import time
 from pathlib import Path
@@ -38,26 +39,77 @@ def task_names() -> list[str]:
     return list(_stages())
 
 
+def default_workers(stages: int) -> int:
+    """Stages run side by side: one per CPU core, at most 4 and at most one per stage. The tiny models use 2 threads
+    badly (1.3x one thread's speed on this project's 2-core machine), so two single-threaded stages beat one
+    two-threaded stage at a time (docs/demo.md, "Time")."""
+    return max(1, min(stages, len(os.sched_getaffinity(0)), 4))
+
+
 def run_demo(out: str | Path = "runs/demo", tasks: list[str] | None = None, fast: bool = False,
-             from_scratch: bool = False) -> Path:
+             from_scratch: bool = False, workers: int | None = None) -> Path:
     """Run the chosen demo stages (all by default) and write OUT/report.html; return its path. from_scratch: train the
-    tiny base here (at 64x48) instead of starting from the embedded FashionSynth base (at 96x64)."""
+    tiny base here (at 64x48) instead of starting from the embedded FashionSynth base (at 96x64). workers: stages run
+    side by side in that many processes, the CPU cores shared among them (default_workers when None)."""
     import torch
 
     stages = _stages()
-    ctx = DemoContext(out=Path(out), fast=fast, from_scratch=from_scratch)
-    ctx.out.mkdir(parents=True, exist_ok=True)
+    names = list(dict.fromkeys(tasks or [name for name in stages if name not in OPT_IN]))
+    workers = default_workers(len(names)) if workers is None else max(1, min(int(workers), len(names)))
+    threads = max(1, len(os.sched_getaffinity(0)) // workers) if workers > 1 else torch.get_num_threads()
+    Path(out).mkdir(parents=True, exist_ok=True)
     started = time.time()
-    results = []
-    for name in tasks or [name for name in stages if name not in OPT_IN]:
-        logger.info("demo: stage %s", name)
-        before = dict(ctx.timings)
-        stage_start = time.time()
-        result = stages[name](ctx)
-        result.timings = {k: v for k, v in ctx.timings.items() if before.get(k) != v}
-        result.timings["stage total"] = time.time() - stage_start
-        results.append(result)
+    if workers == 1:
+        results = [run_stage(name, Path(out), fast, from_scratch) for name in names]
+    else:
+        results = _run_side_by_side(names, Path(out), fast, from_scratch, workers, threads)
     header = (f"Ran {', '.join(r.task for r in results)} in {time.time() - started:.0f} s on {platform.machine()} "
-              f"({torch.get_num_threads()} threads, torch {torch.__version__}){' [--fast: wiring check, numbers not meaningful]' if fast else ''}"
+              f"({workers} stage{'s' if workers > 1 else ''} at a time, {threads} thread{'s' if threads > 1 else ''} each, "
+              f"torch {torch.__version__}){' [--fast: wiring check, numbers not meaningful]' if fast else ''}"
               f"{' [--from-scratch: the tiny base trained in this run]' if from_scratch else ''}.")
-    return write_report(results, ctx.out, header)
+    return write_report(results, Path(out), header)
+
+
+def run_stage(name: str, out: Path, fast: bool, from_scratch: bool) -> StageResult:
+    """Run one stage with a context of its own; its result carries the stage's timings."""
+    ctx = DemoContext(out=out, fast=fast, from_scratch=from_scratch)
+    logger.info("demo: stage %s", name)
+    stage_start = time.time()
+    result = _stages()[name](ctx)
+    result.timings = {**ctx.timings, "stage total": time.time() - stage_start}
+    logger.info("demo: stage %s done in %.0f s", name, result.timings["stage total"])
+    return result
+
+
+# The order stages start in when several run side by side: the longest chains first (mcld reuses pose's CFLD
+# outputs, illustrate the style LoRA), so a stage rarely waits for another's product.
+START_ORDER = ("pose", "design", "tryon", "style", "mcld", "illustrate", "retrieval", "base")
+
+
+def _run_side_by_side(names: list[str], out: Path, fast: bool, from_scratch: bool, workers: int,
+                      threads: int) -> list[StageResult]:
+    """Run the stages in `workers` processes of `threads` threads; return their results in `names`' order. Cached
+    products (data, models) are built once: the first stage to need one builds it under its lock (context.cached)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from atelier.utils.progress import progress
+
+    order = sorted(names, key=lambda name: START_ORDER.index(name) if name in START_ORDER else len(START_ORDER))
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: no forked thread pools
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_setup,
+                             initargs=(threads, logging.getLogger().level)) as pool:
+        futures = {pool.submit(run_stage, name, out, fast, from_scratch): name for name in order}
+        results = {}
+        for future in progress(as_completed(futures), total=len(futures), desc=f"demo stages ({workers} at a time)"):
+            results[futures[future]] = future.result()
+    return [results[name] for name in names]
+
+
+def _worker_setup(threads: int, level: int) -> None:
+    """A stage worker: its share of the cores, the parent's log level, no progress bars (they would interleave)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    os.environ["ATELIER_NO_PROGRESS"] = "1"
+    logging.basicConfig(level=level, format="%(asctime)s %(processName)s: %(message)s", datefmt="%H:%M:%S")

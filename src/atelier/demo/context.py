@@ -11,9 +11,10 @@ import json
 import logging
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from atelier import __version__
 from atelier.utils.io import write_json
@@ -84,17 +85,34 @@ class DemoContext:
 
 
 def cached(folder: Path, key: dict[str, Any], build: Callable[[Path], None]) -> Path:
-    """Return `folder` if its stamp equals `key`; otherwise rebuild it with build(folder) and stamp it."""
+    """Return `folder` if its stamp equals `key`; otherwise rebuild it with build(folder) and stamp it. Stages running
+    side by side (run_demo's workers) take the folder's lock first: one builds, the others wait and reuse."""
     key = json.loads(json.dumps({"atelier": __version__, **key}, default=str))
     stamp = folder / STAMP
-    if stamp.exists() and json.loads(stamp.read_text()) == key:
-        logger.info("demo: reusing %s", folder)
-        return folder
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    build(folder)
-    write_json(stamp, key)
+    with folder_lock(folder):
+        if stamp.exists() and json.loads(stamp.read_text()) == key:
+            logger.info("demo: reusing %s", folder)
+            return folder
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        build(folder)
+        write_json(stamp, key)
     return folder
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` (a file beside it, .NAME.lock) for the block; waits while another process
+    holds it."""
+    import fcntl
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def synthesized(ctx: DemoContext, name: str, settings: dict[str, Any], fast: dict[str, Any]) -> Path:
