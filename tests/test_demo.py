@@ -139,3 +139,43 @@ def test_stages_side_by_side_build_a_shared_product_once(tmp_path):
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         done = list(pool.map(_build_once, [str(tmp_path / "data")] * 2, [str(log)] * 2))
     assert done == ["done", "done"] and log.read_text() == "built\n"
+
+
+def test_fast_opt_in_stages_report_tryon_and_design_beside_their_baselines(tmp_path):
+    """The opt-in stages (run only when named) write their sections: try-on beside the masked person and the pasted
+    garment, design beside caption-blind and sketch-blind, each check a paired test."""
+    from atelier.commands import demo
+
+    out = tmp_path / "demo"
+    assert run_command(demo, ["--out", str(out), "--fast", "--task", "tryon", "--task", "design"]) == 0
+    numbers = json.loads((out / "report.json").read_text())
+    assert list(numbers) == ["tryon", "design"]
+    methods = [row["method"] for row in numbers["tryon"]["tables"][0]["rows"]]
+    assert methods == ["try-on (trained here)", "baseline: masked person unchanged", "baseline: garment pasted by bounding boxes"]
+    images = [row["images"] for row in numbers["design"]["tables"][0]["rows"]]
+    assert images[:3] == ["design (sketch + caption)", "caption removed (empty prompt)", "sketch removed (blank sketch)"]
+    for task, claims in (("tryon", 2), ("design", 2)):
+        assert len(numbers[task]["checks"]) == claims and all(test["n"] >= 2 for test in numbers[task]["tests"].values())
+        assert (out / task / "test_grid.png").is_file()
+
+
+def test_design_edge_agreement_counts_only_the_masked_region():
+    """Edges outside the region (the kept person) do not count; inside, the same edges score 1 and none score 0."""
+    import numpy as np
+    from PIL import Image
+
+    from atelier.demo.tryon import edge_f1
+
+    truth = np.full((64, 48, 3), 255, np.uint8)
+    truth[8:20, 4:44] = 0  # a dark bar above the region: edges outside
+    truth[30:50, 10:38] = 0  # a dark box inside the region
+    region = np.zeros((64, 48), bool)
+    region[26:60, 4:44] = True
+    plain_inside = truth.copy()
+    plain_inside[26:60] = 255
+    images = [Image.fromarray(a) for a in (truth, plain_inside)]
+    scores = edge_f1(images, [Image.fromarray(truth)] * 2, [region] * 2)
+    assert scores[0] == 1.0 and scores[1] == 0.0
+    outside_changed = truth.copy()
+    outside_changed[8:20] = 255  # only outside the region differs: still a perfect score
+    assert edge_f1([Image.fromarray(outside_changed)], [Image.fromarray(truth)], [region])[0] == 1.0

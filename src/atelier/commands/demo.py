@@ -7,12 +7,13 @@ import argparse
 EPILOG = """examples:
   atelier demo                      # every stage; reuses cached data and base model on a second run
   atelier demo --task base          # one stage alone
+  atelier demo --workers 1          # stages one after another (default: side by side, one per core)
   atelier demo --out /tmp/demo --fast
   atelier demo --from-scratch       # train the base model here too, as the demo did before it shipped one
 stages: base (the FashionSynth text-to-image base), style (style LoRA: photo -> illustration), pose (CFLD pose transfer),
-illustrate (Uni-DlLoRA vs the style LoRA: identity kept in photo -> illustration), retrieval (UniFashion retrieval
-and captioning); opt-in, run only when named: tryon and design (--task tryon --task design; not yet learning the
-garment within the demo's budget, see docs/tryon.md).
+mcld (MCLD beside CFLD, and its clothes, face and pose edits), illustrate (Uni-DlLoRA vs the style LoRA: identity kept
+in photo -> illustration), retrieval (UniFashion retrieval and captioning); opt-in, run only when named: tryon and
+design (--task tryon --task design: about 24 minutes on 2 cores, beyond the 10 of the others; see docs/tryon.md).
 The report puts each task's numbers beside a trivial baseline and marks each claim PASS or FAIL, with its margin."""
 
 

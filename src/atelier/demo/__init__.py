@@ -29,8 +29,9 @@ def _stages() -> dict[str, Callable[[DemoContext], StageResult]]:
             "tryon": run_tryon, "design": run_design}
 
 
-# Stages a plain `atelier demo` runs. tryon and design run only when named (--task tryon): at the step counts that fit
-# the 10-minute budget they do not yet learn the garment (docs/tryon.md, "Embedded default").
+# Stages a plain `atelier demo` runs. tryon and design run only when named (--task tryon): try-on needs 900 training
+# steps (about 15 minutes) to draw the garment's colour better than pasting it, beyond the 10 minutes of the other six
+# (docs/tryon.md, "Embedded default").
 OPT_IN = ("tryon", "design")
 
 
@@ -40,9 +41,9 @@ def task_names() -> list[str]:
 
 
 def default_workers(stages: int) -> int:
-    """Stages run side by side: one per CPU core, at most 4 and at most one per stage. The tiny models use 2 threads
-    badly (1.3x one thread's speed on this project's 2-core machine), so two single-threaded stages beat one
-    two-threaded stage at a time (docs/demo.md, "Time")."""
+    """Stages run side by side: one per CPU core, at most 4 and at most one per stage. The tiny models gain less than
+    2x from a second thread (an MCLD step 1.3x), so on this project's 2-core machine two single-threaded stages at a
+    time beat one two-threaded stage: 542 s against 662-805 s for the six stages (docs/demo.md, "Time")."""
     return max(1, min(stages, len(os.sched_getaffinity(0)), 4))
 
 

@@ -58,10 +58,12 @@ def base_configs(ctx: DemoContext, data: Path, vae_data: Path) -> tuple[Autoenco
     return vae, unet
 
 
-def ensure_base(ctx: DemoContext) -> Path:
+def ensure_base(ctx: DemoContext, with_data: bool = True) -> Path:
     """The base model every stage starts from (a diffusers directory): the embedded FashionSynth base, its files checked
-    against their sha256; with --from-scratch the tiny base trained here, cached under OUT/base."""
-    data = ensure_data(ctx)  # what every stage built on the base trains and scores on
+    against their sha256; with --from-scratch the tiny base trained here, cached under OUT/base. with_data: also make
+    the demo's FashionSynth draw (OUT/data), which every stage but tryon and design trains and scores on."""
+    if with_data or ctx.from_scratch:
+        data = ensure_data(ctx)
     if not ctx.from_scratch:
         from atelier.diffusion.release import verify_release
 
